@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Dict, Tuple
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
 
 try:
-    from .configuration_mask_rcnn import MaskRCNNConfig
+    from .configuration_mask_rcnn import (
+        CAFFE_STYLE_NORMALIZATION,
+        DETECTRON2_RESNEXT_NORMALIZATION,
+        PYTORCH_STYLE_NORMALIZATION,
+        MaskRCNNConfig,
+    )
 except ImportError:  # run as a script: python convert_mmdet_checkpoint.py
-    from configuration_mask_rcnn import MaskRCNNConfig
+    from configuration_mask_rcnn import (
+        CAFFE_STYLE_NORMALIZATION,
+        DETECTRON2_RESNEXT_NORMALIZATION,
+        PYTORCH_STYLE_NORMALIZATION,
+        MaskRCNNConfig,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -128,3 +139,88 @@ def mmdet_state_dict_shapes(config: MaskRCNNConfig) -> "OrderedDict[str, Tuple[i
     shapes["roi_head.mask_head.conv_logits.weight"] = (num_classes, mask_channels, 1, 1)
     shapes["roi_head.mask_head.conv_logits.bias"] = (num_classes,)
     return shapes
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The model zoo: the 21 Mask R-CNN checkpoints of MMDetection 3.3.0's configs/mask_rcnn/metafile.yml
+# ----------------------------------------------------------------------------------------------------------------
+
+ZOO_URL_PREFIX = "https://download.openmmlab.com/mmdetection/v2.0/"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One published Mask R-CNN checkpoint: what to build for it and where its weights live."""
+
+    config_name: str
+    backbone: str  # "R-50", "R-101", "X-101-32x4d", ...
+    style: str  # "pytorch", "caffe" or "c2" (detectron2 ResNeXt weights: pytorch style, BGR input with std)
+    epochs: int
+    box_ap: float
+    mask_ap: Optional[float]
+    weights_path: str  # relative to ZOO_URL_PREFIX
+
+    @property
+    def url(self) -> str:
+        return ZOO_URL_PREFIX + self.weights_path
+
+    @property
+    def sha256_prefix(self) -> str:
+        """The 8 hex digits MMDetection's publish_model.py appends to the file name (start of its sha256)."""
+        return re.search(r"-([0-9a-f]{8})\.pth$", self.weights_path).group(1)
+
+    def config_kwargs(self) -> Dict[str, object]:
+        """Keyword arguments of `MaskRCNNConfig` that this checkpoint fixes (backbone, style, normalisation)."""
+        depth = 50 if self.backbone == "R-50" else 101
+        groups, base_width = 1, 4
+        match = re.fullmatch(r"X-101-(\d+)x(\d+)d", self.backbone)
+        if match:
+            groups, base_width = int(match.group(1)), int(match.group(2))
+        if self.style == "caffe":
+            normalization = CAFFE_STYLE_NORMALIZATION
+        elif self.style == "c2":
+            normalization = DETECTRON2_RESNEXT_NORMALIZATION
+        else:
+            normalization = PYTORCH_STYLE_NORMALIZATION
+        return {
+            "backbone_depth": depth,
+            "backbone_groups": groups,
+            "backbone_base_width": base_width,
+            "backbone_style": "caffe" if self.style == "caffe" else "pytorch",
+            **{key: list(value) if isinstance(value, list) else value for key, value in normalization.items()},
+            "mmdet_config_name": self.config_name,
+        }
+
+
+_M = "mask_rcnn/"
+ZOO: Dict[str, ZooEntry] = {entry.config_name: entry for entry in (
+    ZooEntry("mask-rcnn_r50-caffe_fpn_1x_coco", "R-50", "caffe", 12, 38.0, 34.4, _M + "mask_rcnn_r50_caffe_fpn_1x_coco/mask_rcnn_r50_caffe_fpn_1x_coco_bbox_mAP-0.38__segm_mAP-0.344_20200504_231812-0ebd1859.pth"),
+    ZooEntry("mask-rcnn_r50_fpn_1x_coco", "R-50", "pytorch", 12, 38.2, 34.7, _M + "mask_rcnn_r50_fpn_1x_coco/mask_rcnn_r50_fpn_1x_coco_20200205-d4b0c5d6.pth"),
+    ZooEntry("mask-rcnn_r50_fpn_amp-1x_coco", "R-50", "pytorch", 12, 38.1, 34.7, "fp16/mask_rcnn_r50_fpn_fp16_1x_coco/mask_rcnn_r50_fpn_fp16_1x_coco_20200205-59faf7e4.pth"),
+    ZooEntry("mask-rcnn_r50_fpn_2x_coco", "R-50", "pytorch", 24, 39.2, 35.4, _M + "mask_rcnn_r50_fpn_2x_coco/mask_rcnn_r50_fpn_2x_coco_bbox_mAP-0.392__segm_mAP-0.354_20200505_003907-3e542a40.pth"),
+    ZooEntry("mask-rcnn_r101-caffe_fpn_1x_coco", "R-101", "caffe", 12, 40.4, 36.4, _M + "mask_rcnn_r101_caffe_fpn_1x_coco/mask_rcnn_r101_caffe_fpn_1x_coco_20200601_095758-805e06c1.pth"),
+    ZooEntry("mask-rcnn_r101_fpn_1x_coco", "R-101", "pytorch", 12, 40.0, 36.1, _M + "mask_rcnn_r101_fpn_1x_coco/mask_rcnn_r101_fpn_1x_coco_20200204-1efe0ed5.pth"),
+    ZooEntry("mask-rcnn_r101_fpn_2x_coco", "R-101", "pytorch", 24, 40.8, 36.6, _M + "mask_rcnn_r101_fpn_2x_coco/mask_rcnn_r101_fpn_2x_coco_bbox_mAP-0.408__segm_mAP-0.366_20200505_071027-14b391c7.pth"),
+    ZooEntry("mask-rcnn_x101-32x4d_fpn_1x_coco", "X-101-32x4d", "pytorch", 12, 41.9, 37.5, _M + "mask_rcnn_x101_32x4d_fpn_1x_coco/mask_rcnn_x101_32x4d_fpn_1x_coco_20200205-478d0b67.pth"),
+    ZooEntry("mask-rcnn_x101-32x4d_fpn_2x_coco", "X-101-32x4d", "pytorch", 24, 42.2, 37.8, _M + "mask_rcnn_x101_32x4d_fpn_2x_coco/mask_rcnn_x101_32x4d_fpn_2x_coco_bbox_mAP-0.422__segm_mAP-0.378_20200506_004702-faef898c.pth"),
+    ZooEntry("mask-rcnn_x101-64x4d_fpn_1x_coco", "X-101-64x4d", "pytorch", 12, 42.8, 38.4, _M + "mask_rcnn_x101_64x4d_fpn_1x_coco/mask_rcnn_x101_64x4d_fpn_1x_coco_20200201-9352eb0d.pth"),
+    ZooEntry("mask-rcnn_x101-64x4d_fpn_2x_coco", "X-101-64x4d", "pytorch", 24, 42.7, 38.1, _M + "mask_rcnn_x101_64x4d_fpn_2x_coco/mask_rcnn_x101_64x4d_fpn_2x_coco_20200509_224208-39d6f70c.pth"),
+    ZooEntry("mask-rcnn_x101-32x8d_fpn_1x_coco", "X-101-32x8d", "c2", 12, 42.8, 38.3, _M + "mask_rcnn_x101_32x8d_fpn_1x_coco/mask_rcnn_x101_32x8d_fpn_1x_coco_20220630_173841-0aaf329e.pth"),
+    ZooEntry("mask-rcnn_r50-caffe_fpn_ms-poly-2x_coco", "R-50", "caffe", 24, 40.3, 36.5, _M + "mask_rcnn_r50_caffe_fpn_mstrain-poly_2x_coco/mask_rcnn_r50_caffe_fpn_mstrain-poly_2x_coco_bbox_mAP-0.403__segm_mAP-0.365_20200504_231822-a75c98ce.pth"),
+    ZooEntry("mask-rcnn_r50-caffe_fpn_ms-poly-3x_coco", "R-50", "caffe", 36, 40.8, 37.0, _M + "mask_rcnn_r50_caffe_fpn_mstrain-poly_3x_coco/mask_rcnn_r50_caffe_fpn_mstrain-poly_3x_coco_bbox_mAP-0.408__segm_mAP-0.37_20200504_163245-42aa3d00.pth"),
+    ZooEntry("mask-rcnn_r50_fpn_ms-poly-3x_coco", "R-50", "pytorch", 36, 40.9, 37.1, _M + "mask_rcnn_r50_fpn_mstrain-poly_3x_coco/mask_rcnn_r50_fpn_mstrain-poly_3x_coco_20210524_201154-21b550bb.pth"),
+    ZooEntry("mask-rcnn_r101_fpn_ms-poly-3x_coco", "R-101", "pytorch", 36, 42.7, 38.5, _M + "mask_rcnn_r101_fpn_mstrain-poly_3x_coco/mask_rcnn_r101_fpn_mstrain-poly_3x_coco_20210524_200244-5675c317.pth"),
+    ZooEntry("mask-rcnn_r101-caffe_fpn_ms-poly-3x_coco", "R-101", "caffe", 36, 42.9, 38.5, _M + "mask_rcnn_r101_caffe_fpn_mstrain-poly_3x_coco/mask_rcnn_r101_caffe_fpn_mstrain-poly_3x_coco_20210526_132339-3c33ce02.pth"),
+    ZooEntry("mask-rcnn_x101-32x4d_fpn_ms-poly-3x_coco", "X-101-32x4d", "pytorch", 36, 43.6, 39.0, _M + "mask_rcnn_x101_32x4d_fpn_mstrain-poly_3x_coco/mask_rcnn_x101_32x4d_fpn_mstrain-poly_3x_coco_20210524_201410-abcd7859.pth"),
+    ZooEntry("mask-rcnn_x101-32x8d_fpn_ms-poly-1x_coco", "X-101-32x8d", "c2", 12, 43.4, 39.0, _M + "mask_rcnn_x101_32x8d_fpn_mstrain-poly_1x_coco/mask_rcnn_x101_32x8d_fpn_mstrain-poly_1x_coco_20220630_170346-b4637974.pth"),
+    ZooEntry("mask-rcnn_x101-32x8d_fpn_ms-poly-3x_coco", "X-101-32x8d", "c2", 36, 44.3, None, _M + "mask_rcnn_x101_32x8d_fpn_mstrain-poly_3x_coco/mask_rcnn_x101_32x8d_fpn_mstrain-poly_3x_coco_20210607_161042-8bd2c639.pth"),
+    ZooEntry("mask-rcnn_x101-64x4d_fpn_ms-poly_3x_coco", "X-101-64x4d", "pytorch", 36, 44.5, 39.7, _M + "mask_rcnn_x101_64x4d_fpn_mstrain-poly_3x_coco/mask_rcnn_x101_64x4d_fpn_mstrain-poly_3x_coco_20210526_120447-c376f129.pth"),
+)}  # fmt: skip
+
+
+def zoo_config(config_name: str, **overrides: object) -> MaskRCNNConfig:
+    """`MaskRCNNConfig` of a zoo config name (backbone, style and normalisation fixed by the name)."""
+    if config_name not in ZOO:
+        known = "\n  ".join(sorted(ZOO))
+        raise ValueError(f"Unknown MMDetection Mask R-CNN config '{config_name}'. Known configs:\n  {known}")
+    return MaskRCNNConfig(**{**ZOO[config_name].config_kwargs(), **overrides})
