@@ -1,0 +1,812 @@
+# Copyright 2026 The Mask R-CNN Hub port authors. Apache-2.0.
+"""MMDetection's Mask R-CNN (ResNet/ResNeXt + FPN) as a transformers `PreTrainedModel`, in plain PyTorch.
+
+The test-time path of MMDetection 3.3.0 is reproduced operation by operation, in this order:
+
+    pixel_values -> ResNet/ResNeXt backbone (C2..C5) -> FPN (P2..P6) -> RPN head -> anchors + box decoding
+    -> per-level top-k + NMS (proposals) -> multi-level RoIAlign -> box head (2 shared FCs) -> class-wise NMS
+    (detections) -> multi-level RoIAlign -> FCN mask head -> 28x28 mask probabilities of each detection's class.
+
+The model returns detections in the frame of its (resized, padded) input; `MaskRCNNImageProcessor` maps them back
+to the original image (box rescaling and mask pasting), exactly as MMDetection's mask branch does.
+
+Conventions: boxes are `(x1, y1, x2, y2)` float32 pixels; "levels" are FPN levels P2..P6 (strides 4..64); class
+indices are 0..num_labels-1 with the background column last in the box classifier (MMDetection's layout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+try:
+    from torchvision.ops import nms as torchvision_nms
+    from torchvision.ops import roi_align as torchvision_roi_align
+except ImportError as error:  # pragma: no cover - torchvision is a hard requirement
+    raise ImportError(
+        "modeling_mask_rcnn needs torchvision for RoIAlign and NMS: pip install 'torchvision>=0.19'"
+    ) from error
+
+try:
+    from .configuration_mask_rcnn import MaskRCNNConfig
+except ImportError:  # imported as a top-level module (tests, scripts)
+    from configuration_mask_rcnn import MaskRCNNConfig
+
+
+# ================================================================================================================
+# Output
+# ================================================================================================================
+
+
+@dataclass
+class MaskRCNNInstanceSegmentationOutput(ModelOutput):
+    """Detections of [`MaskRCNNForInstanceSegmentation`], one list entry per image of the batch.
+
+    Boxes are in pixels of the network input (resized, before padding); pass the output to
+    `MaskRCNNImageProcessor.post_process_instance_segmentation` for boxes and binary masks in original pixels.
+
+    Args:
+        pred_boxes (`list[torch.FloatTensor]`, each of shape `(num_detections, 4)`):
+            `(x1, y1, x2, y2)` of each detection, clipped to the resized image, in descending score order.
+        scores (`list[torch.FloatTensor]`, each of shape `(num_detections,)`):
+            Class probability of each detection (softmax over classes + background), all > `config.score_threshold`.
+        labels (`list[torch.LongTensor]`, each of shape `(num_detections,)`):
+            Class index of each detection, a key of `config.id2label`.
+        mask_probs (`list[torch.FloatTensor]`, each of shape `(num_detections, mask_size, mask_size)`):
+            Sigmoid mask probabilities (28x28 by default) of each detection's own class, covering its box.
+        proposal_boxes (`list[torch.FloatTensor]`, each of shape `(num_proposals, 4)`):
+            RPN proposals after NMS, in descending objectness order (at most `config.rpn_max_proposals`).
+        proposal_scores (`list[torch.FloatTensor]`, each of shape `(num_proposals,)`):
+            Objectness (sigmoid) of each proposal.
+        image_sizes (`torch.LongTensor` of shape `(batch_size, 2)`):
+            `(height, width)` of each resized image inside the padded input; boxes are clipped to it.
+        original_sizes (`torch.LongTensor` of shape `(batch_size, 2)`, *optional*):
+            `(height, width)` of each original image, passed through from the image processor.
+        scale_factors (`torch.DoubleTensor` of shape `(batch_size, 2)`, *optional*):
+            `(width_scale, height_scale)` = resized / original size per axis, passed through from the processor.
+        hidden_states (`tuple[torch.FloatTensor]`, *optional*, returned when `output_hidden_states=True`):
+            FPN feature maps P2..P6, each of shape `(batch_size, fpn_out_channels, height / stride, width / stride)`.
+    """
+
+    pred_boxes: Optional[List[torch.Tensor]] = None
+    scores: Optional[List[torch.Tensor]] = None
+    labels: Optional[List[torch.Tensor]] = None
+    mask_probs: Optional[List[torch.Tensor]] = None
+    proposal_boxes: Optional[List[torch.Tensor]] = None
+    proposal_scores: Optional[List[torch.Tensor]] = None
+    image_sizes: Optional[torch.Tensor] = None
+    original_sizes: Optional[torch.Tensor] = None
+    scale_factors: Optional[torch.Tensor] = None
+    hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
+
+
+# ================================================================================================================
+# Box coding and NMS (MMDetection's DeltaXYWHBBoxCoder and mmcv's batched_nms semantics)
+# ================================================================================================================
+
+
+def decode_boxes(
+    reference_boxes: torch.Tensor,
+    deltas: torch.Tensor,
+    means: Sequence[float],
+    stds: Sequence[float],
+    delta_clamp: float,
+    image_size: Optional[Tuple[int, int]],
+) -> torch.Tensor:
+    """Apply `(dx, dy, dw, dh)` deltas to reference boxes (MMDetection's `delta2bbox`, float32 throughout).
+
+    Args:
+        reference_boxes: `(num_boxes, 4)` anchors or proposals.
+        deltas: `(num_boxes, 4)` network regression outputs (normalised by `means`/`stds`).
+        means, stds: per-component de-normalisation: `delta * std + mean`.
+        delta_clamp: `dw` and `dh` are clamped to `[-delta_clamp, delta_clamp]` before `exp`.
+        image_size: `(height, width)`; decoded boxes are clipped to `[0, width] x [0, height]` when given.
+
+    Returns:
+        `(num_boxes, 4)` decoded boxes.
+    """
+    if reference_boxes.shape[0] == 0:
+        return deltas.reshape(0, 4)
+    means_tensor = deltas.new_tensor(means).view(1, -1)
+    stds_tensor = deltas.new_tensor(stds).view(1, -1)
+    denormalized = deltas * stds_tensor + means_tensor
+    center_deltas = denormalized[:, :2]
+    size_deltas = denormalized[:, 2:]
+    reference_centers = (reference_boxes[:, :2] + reference_boxes[:, 2:]) * 0.5
+    reference_sizes = reference_boxes[:, 2:] - reference_boxes[:, :2]
+    center_shifts = reference_sizes * center_deltas
+    size_deltas = size_deltas.clamp(min=-delta_clamp, max=delta_clamp)
+    centers = reference_centers + center_shifts
+    sizes = reference_sizes * size_deltas.exp()
+    top_left = centers - (sizes * 0.5)
+    bottom_right = centers + (sizes * 0.5)
+    boxes = torch.cat([top_left, bottom_right], dim=-1)
+    if image_size is not None:
+        height, width = image_size
+        boxes[..., 0::2].clamp_(min=0, max=width)
+        boxes[..., 1::2].clamp_(min=0, max=height)
+    return boxes
+
+
+def non_maximum_suppression(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS with mmcv's ordering: indices of kept boxes, in `scores.sort(descending=True)` order.
+
+    mmcv sorts with the default (unstable) sort; torchvision's kernel sorts stably. Sorting here first, exactly as
+    mmcv does, and running torchvision on the already-sorted boxes reproduces mmcv's kept set and order, ties
+    included. The IoU rule (`inter / union > iou_threshold`, no +1 offset) is the same in both.
+
+    Args:
+        boxes: `(num_boxes, 4)` float boxes.
+        scores: `(num_boxes,)` scores.
+        iou_threshold: boxes overlapping a kept box by more than this are removed.
+
+    Returns:
+        `(num_kept,)` int64 indices into `boxes`.
+    """
+    order = scores.sort(descending=True)[1]
+    kept_in_order = torchvision_nms(boxes[order], scores[order], iou_threshold)
+    return order[kept_in_order]
+
+
+def batched_non_maximum_suppression(
+    boxes: torch.Tensor, scores: torch.Tensor, group_ids: torch.Tensor, iou_threshold: float, split_threshold: int
+) -> torch.Tensor:
+    """NMS within groups (classes or FPN levels), with mmcv 2.1.0 `batched_nms` semantics.
+
+    Boxes of different groups are moved apart by `group_id * (max coordinate + 1)` so that one NMS call never lets
+    them suppress each other (the shifted coordinates are what mmcv's IoUs are computed on). From
+    `split_threshold` boxes on, NMS runs group by group on the shifted boxes and survivors are re-sorted by score.
+
+    Args:
+        boxes: `(num_boxes, 4)`; scores: `(num_boxes,)`; group_ids: `(num_boxes,)` int64.
+
+    Returns:
+        `(num_kept,)` int64 indices into `boxes`, in descending score order.
+    """
+    max_coordinate = boxes.max()
+    offsets = group_ids.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
+    shifted_boxes = boxes + offsets[:, None]
+    if shifted_boxes.shape[0] < split_threshold:
+        return non_maximum_suppression(shifted_boxes, scores, iou_threshold)
+    kept_mask = torch.zeros_like(scores, dtype=torch.bool)
+    for group_id in torch.unique(group_ids):
+        group_indices = (group_ids == group_id).nonzero(as_tuple=False).view(-1)
+        group_kept = non_maximum_suppression(shifted_boxes[group_indices], scores[group_indices], iou_threshold)
+        kept_mask[group_indices[group_kept]] = True
+    kept = kept_mask.nonzero(as_tuple=False).view(-1)
+    order = scores[kept].sort(descending=True)[1]
+    return kept[order]
+
+
+# ================================================================================================================
+# Backbone: ResNet / ResNeXt with frozen (eval-mode) batch norms
+# ================================================================================================================
+
+
+class MaskRCNNBottleneck(nn.Module):
+    """ResNet/ResNeXt bottleneck: 1x1 -> 3x3 (grouped for ResNeXt) -> 1x1, plus identity or projection shortcut.
+
+    `style="pytorch"` strides in the 3x3 convolution (ResNet v1.5), `style="caffe"` in the first 1x1.
+    Input `(batch_size, in_channels, height, width)` -> `(batch_size, 4 * planes, height / stride, width / stride)`.
+    """
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, planes: int, stride: int, groups: int, base_width: int, style: str,
+                 batch_norm_eps: float) -> None:
+        super().__init__()
+        width = planes if groups == 1 else (planes * base_width // 64) * groups
+        out_channels = planes * self.expansion
+        first_stride, middle_stride = (stride, 1) if style == "caffe" else (1, stride)
+        self.conv1 = nn.Conv2d(in_channels, width, 1, stride=first_stride, bias=False)
+        self.bn1 = nn.BatchNorm2d(width, eps=batch_norm_eps)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=middle_stride, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width, eps=batch_norm_eps)
+        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels, eps=batch_norm_eps)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: Optional[nn.Sequential] = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels, eps=batch_norm_eps),
+            )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        shortcut = hidden_states
+        out = self.relu(self.bn1(self.conv1(hidden_states)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            shortcut = self.downsample(hidden_states)
+        out += shortcut
+        return self.relu(out)
+
+
+class MaskRCNNResNetBackbone(nn.Module):
+    """ResNet-50/101/152 or ResNeXt stem + 4 stages; parameter names match torchvision and MMDetection.
+
+    Input `(batch_size, 3, height, width)` -> C2..C5 with 256, 512, 1024, 2048 channels at strides 4, 8, 16, 32.
+    """
+
+    def __init__(self, config: MaskRCNNConfig) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64, eps=config.batch_norm_eps)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        in_channels = 64
+        for stage_index, num_blocks in enumerate(config.backbone_stage_blocks):
+            planes = 64 * 2**stage_index
+            blocks = []
+            for block_index in range(num_blocks):
+                blocks.append(
+                    MaskRCNNBottleneck(
+                        in_channels=in_channels,
+                        planes=planes,
+                        stride=(1 if stage_index == 0 else 2) if block_index == 0 else 1,
+                        groups=config.backbone_groups,
+                        base_width=config.backbone_base_width,
+                        style=config.backbone_style,
+                        batch_norm_eps=config.batch_norm_eps,
+                    )
+                )
+                in_channels = planes * MaskRCNNBottleneck.expansion
+            self.add_module(f"layer{stage_index + 1}", nn.Sequential(*blocks))
+
+    def forward(self, pixel_values: torch.Tensor) -> List[torch.Tensor]:
+        hidden_states = self.maxpool(self.relu(self.bn1(self.conv1(pixel_values))))
+        stage_outputs = []
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            hidden_states = stage(hidden_states)
+            stage_outputs.append(hidden_states)
+        return stage_outputs
+
+
+# ================================================================================================================
+# Feature pyramid network
+# ================================================================================================================
+
+
+class MaskRCNNFeaturePyramid(nn.Module):
+    """FPN: 1x1 laterals, nearest top-down upsampling by size, 3x3 outputs, then max-pool (k=1, s=2) extra levels.
+
+    C2..C5 -> P2..P6 (with `fpn_num_outs=5`), each `(batch_size, fpn_out_channels, height / stride, width / stride)`.
+    """
+
+    def __init__(self, config: MaskRCNNConfig) -> None:
+        super().__init__()
+        channels = config.fpn_out_channels
+        self.lateral_convs = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in config.backbone_out_channels)
+        self.output_convs = nn.ModuleList(
+            nn.Conv2d(channels, channels, 3, padding=1) for _ in config.backbone_out_channels
+        )
+        self.num_extra_levels = config.fpn_num_outs - len(config.backbone_out_channels)
+
+    def forward(self, backbone_features: List[torch.Tensor]) -> List[torch.Tensor]:
+        laterals = [conv(feature) for conv, feature in zip(self.lateral_convs, backbone_features)]
+        for level in range(len(laterals) - 1, 0, -1):  # top-down pathway, coarse to fine
+            upsampled = F.interpolate(laterals[level], size=laterals[level - 1].shape[2:], mode="nearest")
+            laterals[level - 1] = laterals[level - 1] + upsampled
+        pyramid = [conv(lateral) for conv, lateral in zip(self.output_convs, laterals)]
+        for _ in range(self.num_extra_levels):
+            pyramid.append(F.max_pool2d(pyramid[-1], kernel_size=1, stride=2))
+        return pyramid
+
+
+# ================================================================================================================
+# Region proposal network
+# ================================================================================================================
+
+
+def make_cell_anchors(stride: int, scales: Sequence[float], ratios: Sequence[float]) -> torch.Tensor:
+    """Anchors centred at (0, 0) for one level: `(num_ratios * num_scales, 4)`, ratio-major, no rounding.
+
+    Ratio is height / width: `height = stride * scale * sqrt(ratio)`, `width = stride * scale / sqrt(ratio)`.
+    """
+    ratios_tensor = torch.tensor(ratios, dtype=torch.float32)
+    scales_tensor = torch.tensor(scales, dtype=torch.float32)
+    height_ratios = torch.sqrt(ratios_tensor)
+    width_ratios = 1 / height_ratios
+    widths = (stride * width_ratios[:, None] * scales_tensor[None, :]).view(-1)
+    heights = (stride * height_ratios[:, None] * scales_tensor[None, :]).view(-1)
+    return torch.stack([0.0 - 0.5 * widths, 0.0 - 0.5 * heights, 0.0 + 0.5 * widths, 0.0 + 0.5 * heights], dim=-1)
+
+
+def make_grid_anchors(cell_anchors: torch.Tensor, feature_size: Tuple[int, int], stride: int) -> torch.Tensor:
+    """Anchors of every feature-map cell: `(height * width * num_cell_anchors, 4)`.
+
+    Cell anchors are shifted to the cell's top-left corner `(x * stride, y * stride)`; index = `(y * width + x) *
+    num_cell_anchors + anchor`, matching the `(anchor, height, width) -> (height, width, anchor)` head flattening.
+    """
+    height, width = feature_size
+    device = cell_anchors.device
+    shift_x = torch.arange(0, width, device=device).to(cell_anchors.dtype) * stride
+    shift_y = torch.arange(0, height, device=device).to(cell_anchors.dtype) * stride
+    shift_xx = shift_x.repeat(shift_y.shape[0])
+    shift_yy = shift_y.view(-1, 1).repeat(1, shift_x.shape[0]).view(-1)
+    shifts = torch.stack([shift_xx, shift_yy, shift_xx, shift_yy], dim=-1)
+    return (cell_anchors[None, :, :] + shifts[:, None, :]).view(-1, 4)
+
+
+class MaskRCNNRpnHead(nn.Module):
+    """Shared 3x3 conv + ReLU, then 1x1 objectness and 1x1 box-delta convolutions, applied to every level.
+
+    Per level `(batch_size, fpn_out_channels, height, width)` -> objectness `(batch_size, num_anchors, height,
+    width)` and deltas `(batch_size, 4 * num_anchors, height, width)`.
+    """
+
+    def __init__(self, config: MaskRCNNConfig) -> None:
+        super().__init__()
+        channels = config.fpn_out_channels
+        num_anchors = config.num_anchors_per_location
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.objectness_logits = nn.Conv2d(channels, num_anchors, 1)
+        self.box_deltas = nn.Conv2d(channels, 4 * num_anchors, 1)
+
+    def forward(self, pyramid: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        objectness, deltas = [], []
+        for feature in pyramid:
+            hidden = F.relu(self.conv(feature))
+            objectness.append(self.objectness_logits(hidden))
+            deltas.append(self.box_deltas(hidden))
+        return objectness, deltas
+
+
+def select_proposals(
+    objectness_per_level: List[torch.Tensor],
+    deltas_per_level: List[torch.Tensor],
+    anchors_per_level: List[torch.Tensor],
+    image_size: Tuple[int, int],
+    config: MaskRCNNConfig,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Turn one image's RPN outputs into proposals (MMDetection's `RPNHead._predict_by_feat_single`).
+
+    Args:
+        objectness_per_level: per level `(num_anchors, height, width)` logits.
+        deltas_per_level: per level `(4 * num_anchors, height, width)`.
+        anchors_per_level: per level `(height * width * num_anchors, 4)`.
+        image_size: `(height, width)` of the resized image (proposals are clipped to it).
+
+    Returns:
+        proposal_boxes `(num_proposals, 4)` and proposal_scores `(num_proposals,)`, best first,
+        `num_proposals <= config.rpn_max_proposals`.
+    """
+    level_scores, level_deltas, level_anchors, level_ids = [], [], [], []
+    for level, (logits, deltas, anchors) in enumerate(zip(objectness_per_level, deltas_per_level, anchors_per_level)):
+        scores = logits.permute(1, 2, 0).reshape(-1).sigmoid()
+        deltas = deltas.permute(1, 2, 0).reshape(-1, 4)
+        if 0 < config.rpn_pre_nms_top_k < scores.shape[0]:
+            # a full descending sort (not topk), as MMDetection does: it decides the order of tied scores
+            ranked_scores, ranked_indices = scores.sort(descending=True)
+            top_indices = ranked_indices[: config.rpn_pre_nms_top_k]
+            scores = ranked_scores[: config.rpn_pre_nms_top_k]
+            deltas = deltas[top_indices, :]
+            anchors = anchors[top_indices]
+        level_scores.append(scores)
+        level_deltas.append(deltas)
+        level_anchors.append(anchors)
+        level_ids.append(scores.new_full((scores.shape[0],), level, dtype=torch.long))
+
+    scores = torch.cat(level_scores)
+    level_ids_all = torch.cat(level_ids)
+    boxes = decode_boxes(
+        torch.cat(level_anchors), torch.cat(level_deltas), config.rpn_box_coder_means, config.rpn_box_coder_stds,
+        config.box_delta_clamp, image_size,
+    )
+    widths = boxes[:, 2] - boxes[:, 0]
+    heights = boxes[:, 3] - boxes[:, 1]
+    large_enough = (widths > config.rpn_min_box_size) & (heights > config.rpn_min_box_size)
+    if not large_enough.all():
+        boxes, scores, level_ids_all = boxes[large_enough], scores[large_enough], level_ids_all[large_enough]
+    if boxes.numel() == 0:
+        return boxes.new_zeros((0, 4)), scores.new_zeros((0,))
+    kept = batched_non_maximum_suppression(
+        boxes, scores, level_ids_all, config.rpn_nms_iou_threshold, config.nms_split_threshold
+    )[: config.rpn_max_proposals]
+    return boxes[kept], scores[kept]
+
+
+# ================================================================================================================
+# RoI feature extraction
+# ================================================================================================================
+
+
+def boxes_to_rois(boxes_per_image: List[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-image boxes into RoIs `(total_boxes, 5)`: `(batch_index, x1, y1, x2, y2)`."""
+    rois = [
+        torch.cat([boxes.new_full((boxes.shape[0], 1), image_index), boxes[:, :4]], dim=-1)
+        for image_index, boxes in enumerate(boxes_per_image)
+    ]
+    return torch.cat(rois, dim=0)
+
+
+def map_rois_to_levels(rois: torch.Tensor, finest_scale: int, num_levels: int) -> torch.Tensor:
+    """FPN level of each RoI: `floor(log2(sqrt(w * h) / finest_scale + 1e-6))`, clamped to `[0, num_levels - 1]`.
+
+    With `finest_scale=56`: side < 112 -> P2, < 224 -> P3, < 448 -> P4, else P5. Returns `(num_rois,)` int64.
+    """
+    scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
+    levels = torch.floor(torch.log2(scale / finest_scale + 1e-6))
+    return levels.clamp(min=0, max=num_levels - 1).long()
+
+
+class MaskRCNNMultiLevelRoIAlign(nn.Module):
+    """RoIAlign from the FPN level matching each RoI's size (MMDetection's `SingleRoIExtractor`).
+
+    `(total_rois, 5)` RoIs -> `(total_rois, fpn_out_channels, output_size, output_size)`; one
+    `torchvision.ops.roi_align` call per level, half-pixel aligned, adaptive sampling by default.
+    """
+
+    def __init__(self, config: MaskRCNNConfig, output_size: int) -> None:
+        super().__init__()
+        self.output_size = output_size
+        self.featmap_strides = list(config.roi_featmap_strides)
+        self.finest_scale = config.roi_finest_scale
+        self.sampling_ratio = config.roi_sampling_ratio
+        self.aligned = config.roi_aligned
+        self.out_channels = config.fpn_out_channels
+
+    def forward(self, pyramid: List[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        features = pyramid[: len(self.featmap_strides)]
+        rois = rois.type_as(features[0])
+        roi_features = features[0].new_zeros(rois.shape[0], self.out_channels, self.output_size, self.output_size)
+        levels = map_rois_to_levels(rois, self.finest_scale, len(features))
+        for level, (feature, stride) in enumerate(zip(features, self.featmap_strides)):
+            indices = (levels == level).nonzero(as_tuple=False).squeeze(1)
+            if indices.numel() == 0:
+                continue
+            roi_features[indices] = torchvision_roi_align(
+                feature, rois[indices], (self.output_size, self.output_size), spatial_scale=1 / stride,
+                sampling_ratio=self.sampling_ratio, aligned=self.aligned,
+            )
+        return roi_features
+
+
+# ================================================================================================================
+# RoI box head and detection post-processing
+# ================================================================================================================
+
+
+class MaskRCNNBoxHead(nn.Module):
+    """Two shared fully connected layers, then a classifier (classes + background last) and class-wise deltas.
+
+    `(num_rois, fpn_out_channels, 7, 7)` -> class_logits `(num_rois, num_labels + 1)` and box_deltas
+    `(num_rois, 4 * num_labels)`.
+    """
+
+    def __init__(self, config: MaskRCNNConfig) -> None:
+        super().__init__()
+        in_features = config.fpn_out_channels * config.box_roi_output_size**2
+        hidden = config.box_head_fc_channels
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.class_logits = nn.Linear(hidden, config.num_labels + 1)
+        self.box_deltas = nn.Linear(hidden, 4 * config.num_labels)
+
+    def forward(self, roi_features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        hidden = roi_features.flatten(1)
+        hidden = F.relu(self.fc1(hidden))
+        hidden = F.relu(self.fc2(hidden))
+        return self.class_logits(hidden), self.box_deltas(hidden)
+
+
+def select_detections(
+    proposals: torch.Tensor,
+    class_logits: torch.Tensor,
+    box_deltas: torch.Tensor,
+    image_size: Tuple[int, int],
+    config: MaskRCNNConfig,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Final detections of one image (MMDetection's `BBoxHead._predict_by_feat_single` + `multiclass_nms`).
+
+    Args:
+        proposals: `(num_proposals, 4)`; class_logits: `(num_proposals, num_labels + 1)`;
+        box_deltas: `(num_proposals, 4 * num_labels)`; image_size: `(height, width)` to clip boxes to.
+
+    Returns:
+        boxes `(num_detections, 4)`, scores `(num_detections,)`, labels `(num_detections,)` int64, best first,
+        `num_detections <= config.max_detections_per_image`.
+    """
+    num_proposals = proposals.shape[0]
+    num_classes = config.num_labels
+    class_probabilities = F.softmax(class_logits, dim=-1)
+    # one decoded box per (proposal, class), proposal-major
+    repeated_proposals = proposals.repeat_interleave(num_classes, dim=0)
+    boxes = decode_boxes(
+        repeated_proposals, box_deltas.reshape(-1, 4), config.box_coder_means, config.box_coder_stds,
+        config.box_delta_clamp, image_size,
+    )
+    boxes = boxes.view(num_proposals, num_classes, 4).reshape(-1, 4)
+    scores = class_probabilities[:, :-1].reshape(-1)  # background is the last column
+    labels = torch.arange(num_classes, dtype=torch.long, device=scores.device).view(1, -1)
+    labels = labels.expand(num_proposals, num_classes).reshape(-1)
+
+    candidates = (scores > config.score_threshold).nonzero(as_tuple=False).squeeze(1)
+    boxes, scores, labels = boxes[candidates], scores[candidates], labels[candidates]
+    if boxes.numel() == 0:
+        return boxes.new_zeros((0, 4)), scores.new_zeros((0,)), labels.new_zeros((0,))
+    kept = batched_non_maximum_suppression(
+        boxes, scores, labels, config.nms_iou_threshold, config.nms_split_threshold
+    )[: config.max_detections_per_image]
+    return boxes[kept], scores[kept], labels[kept]
+
+
+# ================================================================================================================
+# RoI mask head
+# ================================================================================================================
+
+
+class MaskRCNNMaskHead(nn.Module):
+    """FCN mask head: 4 x (3x3 conv + ReLU), 2x2 stride-2 transposed conv + ReLU, 1x1 per-class logits.
+
+    `(num_rois, fpn_out_channels, 14, 14)` -> mask logits `(num_rois, num_labels, 28, 28)`.
+    """
+
+    def __init__(self, config: MaskRCNNConfig) -> None:
+        super().__init__()
+        channels = config.mask_head_conv_channels
+        self.convs = nn.ModuleList(
+            nn.Conv2d(config.fpn_out_channels if index == 0 else channels, channels, 3, padding=1)
+            for index in range(config.mask_head_num_convs)
+        )
+        self.upsample = nn.ConvTranspose2d(channels, channels, kernel_size=2, stride=2)
+        self.mask_logits = nn.Conv2d(channels, config.num_labels, 1)
+
+    def forward(self, roi_features: torch.Tensor) -> torch.Tensor:
+        hidden = roi_features
+        for conv in self.convs:
+            hidden = F.relu(conv(hidden))
+        hidden = F.relu(self.upsample(hidden))
+        return self.mask_logits(hidden)
+
+
+# ================================================================================================================
+# The transformers model
+# ================================================================================================================
+
+
+class MaskRCNNPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and loading rules shared by the Mask R-CNN models."""
+
+    config_class = MaskRCNNConfig
+    base_model_prefix = "mask_rcnn"
+    main_input_name = "pixel_values"
+    input_modalities = "image"
+    supports_gradient_checkpointing = False
+    _no_split_modules: List[str] = []
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Random initialisation for weights absent from a checkpoint.
+
+        Uses `torch.nn.init` only (transformers guards it so loaded tensors, BN running statistics included, are
+        never overwritten).
+        """
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.01)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+            nn.init.zeros_(module.running_mean)
+            nn.init.ones_(module.running_var)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, but a folder without weights, or weights that do not cover the
+        model exactly, is an error that says what is wrong — never a silently random-initialised detector."""
+        folder = str(pretrained_model_name_or_path)
+        if os.path.isdir(folder) and not any(
+            os.path.isfile(os.path.join(folder, name))
+            for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+        ):
+            raise OSError(
+                f"{folder} has no model.safetensors: the Mask R-CNN weights are not in the repository. Create them "
+                f"with `python convert_mmdet_checkpoint.py --config "
+                f"{_config_name_in(folder) or 'mask-rcnn_r50_fpn_1x_coco'} --output-dir {folder}`."
+            )
+        wants_loading_info = kwargs.pop("output_loading_info", False)
+        model, loading_info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        problems = {
+            name: sorted(loading_info.get(name) or [])
+            for name in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        }
+        problems = {name: keys for name, keys in problems.items() if keys}
+        if problems:
+            details = "; ".join(
+                f"{name.replace('_', ' ')} ({len(keys)}): {', '.join(map(str, keys[:8]))}{' ...' if len(keys) > 8 else ''}"
+                for name, keys in problems.items()
+            )
+            raise ValueError(
+                f"The weights in {folder} do not match the Mask R-CNN described by its config.json ({details}). "
+                "Re-create the folder with convert_mmdet_checkpoint.py."
+            )
+        return (model, loading_info) if wants_loading_info else model
+
+
+def _config_name_in(folder: str) -> Optional[str]:
+    """The MMDetection config name recorded in a folder's config.json, if any."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+            return json.load(handle).get("mmdet_config_name")
+    except (OSError, ValueError):
+        return None
+
+
+class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
+    """Mask R-CNN with a ResNet/ResNeXt-FPN backbone, numerically faithful to MMDetection 3.3.0 (inference only).
+
+    Example:
+
+    ```python
+    >>> from transformers import AutoImageProcessor, AutoModel
+    >>> processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+    >>> model = AutoModel.from_pretrained(folder, trust_remote_code=True)
+    >>> inputs = processor(images=image, return_tensors="pt")
+    >>> outputs = model(**inputs)
+    >>> results = processor.post_process_instance_segmentation(outputs, threshold=0.5)
+    >>> results[0]["boxes"], results[0]["labels"], results[0]["masks"].shape  # masks: (N, H, W) bool
+    ```
+    """
+
+    def __init__(self, config: MaskRCNNConfig) -> None:
+        super().__init__(config)
+        self.backbone = MaskRCNNResNetBackbone(config)
+        self.fpn = MaskRCNNFeaturePyramid(config)
+        self.rpn_head = MaskRCNNRpnHead(config)
+        self.box_roi_align = MaskRCNNMultiLevelRoIAlign(config, config.box_roi_output_size)
+        self.box_head = MaskRCNNBoxHead(config)
+        self.mask_roi_align = MaskRCNNMultiLevelRoIAlign(config, config.mask_roi_output_size)
+        self.mask_head = MaskRCNNMaskHead(config)
+        self.post_init()
+
+    # -------------------------------------------------------------------------------------------- stages
+    def compute_anchors(self, pyramid: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Grid anchors of every level, `(height_l * width_l * num_anchors, 4)`, float32 on the features' device."""
+        anchors = []
+        for feature, stride in zip(pyramid, self.config.anchor_strides):
+            cell_anchors = make_cell_anchors(stride, self.config.anchor_scales, self.config.anchor_ratios)
+            cell_anchors = cell_anchors.to(device=feature.device, dtype=torch.float32)
+            anchors.append(make_grid_anchors(cell_anchors, tuple(feature.shape[-2:]), stride))
+        return anchors
+
+    def propose(self, pyramid: List[torch.Tensor], image_sizes: List[Tuple[int, int]]) -> Tuple[List, List]:
+        """RPN: proposals `(num_proposals_i, 4)` and their objectness `(num_proposals_i,)` for each image."""
+        objectness, deltas = self.rpn_head(pyramid)
+        anchors = self.compute_anchors(pyramid)
+        proposal_boxes, proposal_scores = [], []
+        for image_index, image_size in enumerate(image_sizes):
+            boxes, scores = select_proposals(
+                [level[image_index].float() for level in objectness],
+                [level[image_index].float() for level in deltas],
+                anchors,
+                image_size,
+                self.config,
+            )
+            proposal_boxes.append(boxes)
+            proposal_scores.append(scores)
+        return proposal_boxes, proposal_scores
+
+    def detect(
+        self, pyramid: List[torch.Tensor], proposal_boxes: List[torch.Tensor], image_sizes: List[Tuple[int, int]]
+    ) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+        """Box head on all proposals of the batch, then per-image class-wise NMS."""
+        empty = [p.new_zeros((0, 4)) for p in proposal_boxes]
+        if sum(p.shape[0] for p in proposal_boxes) == 0:
+            return empty, [p.new_zeros((0,)) for p in proposal_boxes], [
+                torch.zeros((0,), dtype=torch.long, device=p.device) for p in proposal_boxes
+            ]
+        rois = boxes_to_rois(proposal_boxes)
+        roi_features = self.box_roi_align(pyramid, rois.to(pyramid[0].dtype))
+        class_logits, box_deltas = self.box_head(roi_features)
+        counts = [p.shape[0] for p in proposal_boxes]
+        boxes, scores, labels = [], [], []
+        for proposals, logits, deltas, image_size in zip(
+            proposal_boxes, class_logits.float().split(counts), box_deltas.float().split(counts), image_sizes
+        ):
+            if proposals.shape[0] == 0:
+                image_boxes, image_scores = proposals.new_zeros((0, 4)), proposals.new_zeros((0,))
+                image_labels = torch.zeros((0,), dtype=torch.long, device=proposals.device)
+            else:
+                image_boxes, image_scores, image_labels = select_detections(
+                    proposals, logits, deltas, image_size, self.config
+                )
+            boxes.append(image_boxes)
+            scores.append(image_scores)
+            labels.append(image_labels)
+        return boxes, scores, labels
+
+    def segment(
+        self, pyramid: List[torch.Tensor], boxes: List[torch.Tensor], labels: List[torch.Tensor]
+    ) -> List[torch.Tensor]:
+        """Mask head on all detections: per image `(num_detections_i, mask_size, mask_size)` probabilities of
+        each detection's own class."""
+        counts = [b.shape[0] for b in boxes]
+        mask_size = 2 * self.config.mask_roi_output_size
+        if sum(counts) == 0:
+            return [b.new_zeros((0, mask_size, mask_size)) for b in boxes]
+        rois = boxes_to_rois(boxes)
+        roi_features = self.mask_roi_align(pyramid, rois.to(pyramid[0].dtype))
+        mask_logits = self.mask_head(roi_features).float()
+        all_labels = torch.cat(labels)
+        own_class_logits = mask_logits[torch.arange(mask_logits.shape[0], device=mask_logits.device), all_labels]
+        return list(own_class_logits.sigmoid().split(counts))
+
+    # -------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        image_sizes: Optional[torch.Tensor] = None,
+        original_sizes: Optional[torch.Tensor] = None,
+        scale_factors: Optional[torch.Tensor] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ) -> Union[MaskRCNNInstanceSegmentationOutput, Tuple]:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, padded_height, padded_width)`):
+                Normalised images from [`MaskRCNNImageProcessor`], zero-padded right/bottom to a multiple of 32.
+            image_sizes (`torch.LongTensor` of shape `(batch_size, 2)`, *optional*):
+                `(height, width)` of each resized image before padding. Defaults to the padded size.
+            original_sizes (`torch.LongTensor` of shape `(batch_size, 2)`, *optional*):
+                Passed through to the output for post-processing.
+            scale_factors (`torch.DoubleTensor` of shape `(batch_size, 2)`, *optional*):
+                Passed through to the output for post-processing.
+            output_hidden_states (`bool`, *optional*):
+                Also return the FPN feature maps.
+            return_dict (`bool`, *optional*):
+                Return a [`MaskRCNNInstanceSegmentationOutput`] (default) instead of a tuple.
+        """
+        if kwargs.get("labels") is not None:
+            raise NotImplementedError("MaskRCNNForInstanceSegmentation is inference-only: training is not supported.")
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(
+                "pixel_values must have shape (batch_size, 3, height, width), got "
+                f"{tuple(pixel_values.shape)}; use MaskRCNNImageProcessor to prepare images."
+            )
+        batch_size = pixel_values.shape[0]
+        if image_sizes is None:
+            image_sizes = torch.tensor([pixel_values.shape[-2:]] * batch_size, dtype=torch.long)
+        sizes = [(int(height), int(width)) for height, width in image_sizes.tolist()]
+        if len(sizes) != batch_size:
+            raise ValueError(f"image_sizes has {len(sizes)} rows for a batch of {batch_size} images.")
+        pixel_values = pixel_values.to(self.dtype)
+
+        # 1. backbone and feature pyramid: P2..P6
+        pyramid = self.fpn(self.backbone(pixel_values))
+        # 2. region proposals per image
+        proposal_boxes, proposal_scores = self.propose(pyramid, sizes)
+        # 3. box head + class-wise NMS -> detections in the resized frame
+        boxes, scores, labels = self.detect(pyramid, proposal_boxes, sizes)
+        # 4. mask head on the detections
+        mask_probs = self.segment(pyramid, boxes, labels)
+
+        output = MaskRCNNInstanceSegmentationOutput(
+            pred_boxes=boxes,
+            scores=scores,
+            labels=labels,
+            mask_probs=mask_probs,
+            proposal_boxes=proposal_boxes,
+            proposal_scores=proposal_scores,
+            image_sizes=image_sizes,
+            original_sizes=original_sizes,
+            scale_factors=scale_factors,
+            hidden_states=tuple(pyramid) if output_hidden_states else None,
+        )
+        return output if return_dict else output.to_tuple()
