@@ -1,19 +1,40 @@
 # Copyright 2026 The Mask R-CNN Hub port authors. Apache-2.0.
-"""Convert an MMDetection 3.x Mask R-CNN checkpoint into a transformers Hub folder.
+"""Convert an MMDetection Mask R-CNN checkpoint into a transformers Hub folder (custom code, safetensors).
 
-    python convert_mmdet_checkpoint.py --config mask-rcnn_r50_fpn_1x_coco [--checkpoint PATH_OR_URL] --output-dir DIR
+    python convert_mmdet_checkpoint.py --config mask-rcnn_r50_fpn_1x_coco [--checkpoint PATH_OR_URL] \
+        --output-dir DIR [--push-to-hub REPO_ID]
+
+Without `--checkpoint` the official zoo file is downloaded (and its sha256 prefix checked). The checkpoint is read
+with `torch.load(weights_only=True)`: pickles that would run code are rejected, never executed. Every key and shape
+is checked against the chosen config before anything is written, and the output folder appears only complete.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
+import logging
+import os
+import pickle
 import re
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
 
 try:
     from .configuration_mask_rcnn import (
         CAFFE_STYLE_NORMALIZATION,
+        COCO_CLASSES,
         DETECTRON2_RESNEXT_NORMALIZATION,
         PYTORCH_STYLE_NORMALIZATION,
         MaskRCNNConfig,
@@ -21,10 +42,13 @@ try:
 except ImportError:  # run as a script: python convert_mmdet_checkpoint.py
     from configuration_mask_rcnn import (
         CAFFE_STYLE_NORMALIZATION,
+        COCO_CLASSES,
         DETECTRON2_RESNEXT_NORMALIZATION,
         PYTORCH_STYLE_NORMALIZATION,
         MaskRCNNConfig,
     )
+
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -219,8 +243,767 @@ ZOO: Dict[str, ZooEntry] = {entry.config_name: entry for entry in (
 
 
 def zoo_config(config_name: str, **overrides: object) -> MaskRCNNConfig:
-    """`MaskRCNNConfig` of a zoo config name (backbone, style and normalisation fixed by the name)."""
-    if config_name not in ZOO:
-        known = "\n  ".join(sorted(ZOO))
-        raise ValueError(f"Unknown MMDetection Mask R-CNN config '{config_name}'. Known configs:\n  {known}")
+    """`MaskRCNNConfig` of a zoo config name (backbone, style and normalisation fixed by the name).
+
+    Accepts the spellings of `resolve_config_name`; an unknown name raises `ConversionError` (a `ValueError`).
+    """
+    config_name = resolve_config_name(config_name)
     return MaskRCNNConfig(**{**ZOO[config_name].config_kwargs(), **overrides})
+
+
+# Metafile model names that differ from the config file names (the ZOO keys).
+CONFIG_NAME_ALIASES: Dict[str, str] = {
+    "mask-rcnn_r50_fpn_fp16_1x_coco": "mask-rcnn_r50_fpn_amp-1x_coco",
+    "mask-rcnn_r50_fpn_mstrain-poly_3x_coco": "mask-rcnn_r50_fpn_ms-poly-3x_coco",
+    "mask-rcnn_x101-64x4d_fpn_ms-poly-3x_coco": "mask-rcnn_x101-64x4d_fpn_ms-poly_3x_coco",
+}
+
+
+class ConversionError(ValueError):
+    """A checkpoint, config name or output location that cannot be converted; the message says why and what to do."""
+
+
+def resolve_config_name(name: str) -> str:
+    """The ZOO key for a config file name, a metafile model name, or either with a directory and/or `.py`."""
+    candidate = os.path.basename(str(name).strip())
+    if candidate.endswith(".py"):
+        candidate = candidate[: -len(".py")]
+    candidate = CONFIG_NAME_ALIASES.get(candidate, candidate)
+    if candidate not in ZOO:
+        known = "\n  ".join(sorted(ZOO))
+        raise ConversionError(
+            f"Unknown MMDetection Mask R-CNN config '{name}'. Valid names (config files of "
+            f"configs/mask_rcnn with published weights):\n  {known}"
+        )
+    return candidate
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Getting the checkpoint file: local path, URL, or the official zoo download (sha256-checked, cached)
+# ----------------------------------------------------------------------------------------------------------------
+
+CACHE_DIR_ENV = "MASK_RCNN_HUB_CACHE"
+_DOWNLOAD_TIMEOUT_S = 60
+_REMOTE_SCHEMES = ("http", "https", "file")
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded checkpoints are kept: `$MASK_RCNN_HUB_CACHE`, else `~/.cache/mask_rcnn_hub`."""
+    configured = os.environ.get(CACHE_DIR_ENV)
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "mask_rcnn_hub"
+
+
+def sha256_of_file(path: Union[str, Path], chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256_prefix(path: Union[str, Path], expected_prefix: str) -> None:
+    """Raise `ConversionError` unless sha256(file) starts with `expected_prefix` (MMDetection's file-name suffix)."""
+    actual = sha256_of_file(path)
+    if not actual.startswith(expected_prefix):
+        raise ConversionError(
+            f"Checksum mismatch for {path}: the sha256 should start with {expected_prefix} (the suffix of the "
+            f"official file name) but it is {actual}. The file is corrupt or not the published checkpoint; "
+            "delete it and download it again."
+        )
+
+
+def _download_url(url: str, destination: Path) -> None:
+    """Copy `url` (http, https or file) to `destination`. Network errors propagate (`urllib.error.URLError`,
+    `OSError`); tests replace this function to simulate the download host."""
+    with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response, open(destination, "wb") as output:
+        shutil.copyfileobj(response, output, length=1 << 20)
+
+
+def _zoo_entry_for_file_name(file_name: str) -> Optional[ZooEntry]:
+    """The zoo entry whose official checkpoint has this file name, if any."""
+    for entry in ZOO.values():
+        if entry.url.rsplit("/", 1)[-1] == file_name:
+            return entry
+    return None
+
+
+def download_checkpoint(url: str, cache_dir: Optional[Union[str, Path]] = None,
+                        sha256_prefix: Optional[str] = None) -> Path:
+    """Download `url` into the cache (once) and return the local path.
+
+    When `sha256_prefix` is given, a cached copy is reused only if it matches, and a fresh download that does not
+    match is deleted and reported with both hashes.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    file_name = os.path.basename(urllib.parse.urlparse(url).path) or "checkpoint.pth"
+    target = cache / file_name
+    if target.is_file():
+        if sha256_prefix is None or sha256_of_file(target).startswith(sha256_prefix):
+            logger.info("Using cached %s", target)
+            return target
+        logger.warning("Cached %s does not match its sha256 prefix %s; downloading it again.", target, sha256_prefix)
+    cache.mkdir(parents=True, exist_ok=True)
+    handle, partial_name = tempfile.mkstemp(prefix=f".{file_name}.", suffix=".part", dir=cache)
+    os.close(handle)
+    partial = Path(partial_name)
+    try:
+        logger.info("Downloading %s", url)
+        try:
+            _download_url(url, partial)
+        except urllib.error.HTTPError as error:
+            raise ConversionError(
+                f"Could not download {url}: the server answered HTTP {error.code} ({error.reason}) — pass "
+                "--checkpoint PATH to a local copy."
+            ) from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise ConversionError(
+                f"Could not download {url} ({reason}; no network?) — pass --checkpoint PATH to a local copy."
+            ) from None
+        if sha256_prefix is not None:
+            verify_sha256_prefix(partial, sha256_prefix)
+        os.replace(partial, target)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return target
+
+
+def fetch_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] = None,
+                     cache_dir: Optional[Union[str, Path]] = None) -> Path:
+    """Local path of the checkpoint to convert.
+
+    `checkpoint` may be a local path, an http(s)/file URL, or None for the official zoo file of `config_name`.
+    Official zoo files (recognised by their file name) are checked against the sha256 prefix in their name.
+    """
+    entry = ZOO[resolve_config_name(config_name)]
+    if checkpoint is None:
+        return download_checkpoint(entry.url, cache_dir, entry.sha256_prefix)
+    source = str(checkpoint)
+    scheme = urllib.parse.urlparse(source).scheme.lower()
+    file_name = os.path.basename(urllib.parse.urlparse(source).path if scheme in _REMOTE_SCHEMES else source)
+    official = _zoo_entry_for_file_name(file_name)
+    if official is not None and official.config_name != entry.config_name:
+        logger.warning("%s is the official checkpoint of %s, but it is being converted with config %s.",
+                       file_name, official.config_name, entry.config_name)
+    expected_prefix = official.sha256_prefix if official is not None else None
+    if scheme in _REMOTE_SCHEMES:
+        return download_checkpoint(source, cache_dir, expected_prefix)
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise ConversionError(f"Checkpoint file {path} does not exist (or is not a file).")
+    if expected_prefix is not None:
+        verify_sha256_prefix(path, expected_prefix)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading a checkpoint without executing pickled code
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class _IgnoredHistoryBuffer:
+    """Inert stand-in for `mmengine.logging.history_buffer.HistoryBuffer` (training log values in the
+    `message_hub` of MMDetection 3.x training checkpoints). It has no methods, so unpickling only fills its
+    `__dict__` with already-restricted data; mmengine is never imported and the message hub is discarded."""
+
+
+def _extra_safe_globals() -> List[Any]:
+    """Globals besides tensors and plain containers that real MMDetection checkpoints carry in `meta`/`message_hub`:
+    numpy arrays, dtypes and scalars (numpy 1.x and 2.x paths) and mmengine's HistoryBuffer (as an inert stand-in).
+    Nothing here can run code: none of them calls an attribute or function named by the file."""
+    allowed: List[Any] = [(_IgnoredHistoryBuffer, "mmengine.logging.history_buffer.HistoryBuffer")]
+    try:
+        import numpy
+    except ImportError:  # numpy is optional; checkpoints without numpy objects still load
+        return allowed
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:
+        from numpy.core import multiarray  # numpy 1.x
+    allowed += [numpy.ndarray, numpy.dtype, (numpy.ndarray, "numpy.ndarray"), (numpy.dtype, "numpy.dtype")]
+    for module_path in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(multiarray._reconstruct, f"{module_path}._reconstruct"),
+                    (multiarray.scalar, f"{module_path}.scalar")]
+    dtype_classes = getattr(numpy, "dtypes", None)
+    if dtype_classes is not None:
+        for name in dir(dtype_classes):
+            value = getattr(dtype_classes, name)
+            if isinstance(value, type) and issubclass(value, numpy.dtype):
+                allowed.append((value, f"numpy.dtypes.{name}"))
+    return allowed
+
+
+_UNSAFE_PICKLE_PATTERNS = (
+    re.compile(r"GLOBAL (\S+?)(?: was not an allowed global| whose module)"),
+    re.compile(r"(unrecognized function .*?)(?:\n|$)"),
+    re.compile(r"(Can only build .*?)(?:\n|$)"),
+)
+
+
+def load_mmdet_checkpoint(path: Union[str, Path]) -> Tuple["OrderedDict[str, torch.Tensor]", Dict[str, Any]]:
+    """Read an MMDetection checkpoint safely and return `(state_dict, meta)`.
+
+    Accepts `{"state_dict": ..., "meta": ...}` (2.x and 3.x, training checkpoints included) and plain state dicts
+    (then `meta` is `{}`); a leading `module.` (DataParallel) is stripped from the keys. Raises `ConversionError`
+    for files that are not PyTorch checkpoints and for pickles that reference anything beyond tensors, containers,
+    numpy values and mmengine's log buffer — such files are rejected before any of their code can run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"Checkpoint file {path} does not exist (or is not a file).")
+    if path.stat().st_size == 0:
+        raise ConversionError(f"{path} is empty (0 bytes), not a PyTorch checkpoint.")
+    try:
+        with torch.serialization.safe_globals(_extra_safe_globals()):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        message = str(error)
+        for pattern in _UNSAFE_PICKLE_PATTERNS:
+            match = pattern.search(message)
+            if match:
+                raise ConversionError(
+                    f"Refusing to load {path}: its pickle needs `{match.group(1)}`, which is not a tensor, container "
+                    "or numpy value, so loading it could execute code. Nothing was executed. If you trust the file, "
+                    "re-save only its weights with torch.save({'state_dict': torch.load(path, weights_only=False)"
+                    "['state_dict']}, 'clean.pth') and convert that."
+                ) from None
+        raise ConversionError(f"{path} is not a readable PyTorch checkpoint ({_first_line(message)}).") from None
+    except Exception as error:  # noqa: BLE001 — torch raises many types for corrupt files (RuntimeError, KeyError, ...)
+        detail = _first_line(str(error)) or type(error).__name__
+        raise ConversionError(
+            f"{path} is not a readable PyTorch checkpoint (truncated, corrupt or another format): {detail}"
+        ) from None
+    return _split_checkpoint(checkpoint, path)
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for line in lines:  # torch puts the useful part after its generic weights_only advice
+        if line.startswith("WeightsUnpickler error:"):
+            return line
+    return lines[-1] if lines else ""
+
+
+def _split_checkpoint(checkpoint: Any, path: Path) -> Tuple["OrderedDict[str, torch.Tensor]", Dict[str, Any]]:
+    if not isinstance(checkpoint, Mapping):
+        raise ConversionError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dictionary.")
+    if "state_dict" in checkpoint:
+        state_dict, meta = checkpoint["state_dict"], checkpoint.get("meta") or {}
+    elif checkpoint and all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
+        state_dict, meta = checkpoint, {}
+    else:
+        keys = ", ".join(map(str, list(checkpoint)[:10]))
+        raise ConversionError(
+            f"{path} has no 'state_dict' entry and is not a plain state dict (top-level keys: {keys or 'none'})."
+        )
+    if not isinstance(state_dict, Mapping):
+        raise ConversionError(f"The 'state_dict' entry of {path} is a {type(state_dict).__name__}, not a mapping.")
+    if not isinstance(meta, Mapping):
+        meta = {}
+    not_tensors = [str(key) for key, value in state_dict.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise ConversionError(f"The state dict of {path} has entries that are not tensors: {_summarise(not_tensors)}.")
+    cleaned: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for key, value in state_dict.items():
+        cleaned[key[len("module."):] if key.startswith("module.") else key] = value
+    return cleaned, dict(meta)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation: architecture, backbone, classes, then every key and shape
+# ----------------------------------------------------------------------------------------------------------------
+
+_DEPTH_BY_STAGE_BLOCKS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+_MAX_LISTED = 12
+
+
+def _summarise(items: Sequence[str], limit: int = _MAX_LISTED) -> str:
+    """`a, b, c` — or the first `limit` items and how many more, so huge lists stay readable."""
+    items = list(items)
+    shown = ", ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown}, ... ({len(items) - limit} more, {len(items)} in all)"
+
+
+def _backbone_name(depth: Optional[int], groups: int, base_width: int, stage_blocks: Sequence[int]) -> str:
+    blocks = "-".join(map(str, stage_blocks))
+    depth_text = str(depth) if depth is not None else f"? (blocks {blocks})"
+    if groups > 1:
+        return f"ResNeXt-{depth_text} {groups}x{base_width}d (blocks {blocks})"
+    return f"ResNet-{depth_text} (blocks {blocks})"
+
+
+def _checkpoint_backbone(state_dict: Mapping[str, torch.Tensor]) -> Optional[Tuple[Tuple[int, ...], int, int]]:
+    """(blocks per stage, groups, base width) of a bottleneck ResNet/ResNeXt backbone in the checkpoint, or None
+    when the checkpoint has no such backbone. Base width is 4 for plain ResNets (unused there)."""
+    stage_blocks = []
+    for stage in range(1, 5):
+        indices = {int(m.group(1)) for key in state_dict
+                   for m in [re.match(rf"backbone\.layer{stage}\.(\d+)\.conv1\.weight$", key)] if m}
+        stage_blocks.append(len(indices))
+    conv2 = state_dict.get("backbone.layer1.0.conv2.weight")
+    if 0 in stage_blocks or "backbone.layer1.0.conv3.weight" not in state_dict or conv2 is None or conv2.dim() != 4:
+        return None
+    width, in_per_group = int(conv2.shape[0]), int(conv2.shape[1])
+    groups = max(width // max(in_per_group, 1), 1)
+    base_width = width // groups if groups > 1 else 4  # stage 1 has 64 planes: width = groups * base_width
+    return tuple(stage_blocks), groups, base_width
+
+
+def _configs_matching(stage_blocks: Sequence[int], groups: int, base_width: int) -> List[str]:
+    matches = []
+    for name, entry in ZOO.items():
+        kwargs = entry.config_kwargs()
+        depth = _DEPTH_BY_STAGE_BLOCKS.get(tuple(stage_blocks))
+        if kwargs["backbone_depth"] == depth and kwargs["backbone_groups"] == groups and (
+            groups == 1 or kwargs["backbone_base_width"] == base_width
+        ):
+            matches.append(name)
+    return matches
+
+
+def check_architecture(state_dict: Mapping[str, torch.Tensor], config_name: str) -> None:
+    """Raise `ConversionError` with a specific message when the checkpoint is another kind of detector
+    (RetinaNet / single-stage, Cascade, Faster R-CNN, RPN, C4) or has a backbone the config does not describe."""
+    config_name = resolve_config_name(config_name)
+    keys = list(state_dict)
+    if not keys:
+        raise ConversionError("The checkpoint's state dict is empty.")
+
+    def has(prefix_pattern: str) -> bool:
+        return any(re.match(prefix_pattern, key) for key in keys)
+
+    if has(r"bbox_head\.retina_"):
+        raise ConversionError(
+            "This is a RetinaNet checkpoint (bbox_head.retina_* keys, a single-stage detector without RoI heads or "
+            "masks); it cannot be converted to Mask R-CNN.")
+    if has(r"bbox_head\.") and not has(r"roi_head\."):
+        raise ConversionError(
+            "This is a single-stage detector checkpoint (top-level bbox_head.* keys, no roi_head); it cannot be "
+            "converted to Mask R-CNN.")
+    if has(r"roi_head\.(bbox_head|mask_head)\.\d+\."):
+        kind = "Cascade Mask R-CNN (or HTC)" if has(r"roi_head\.mask_head\.\d+\.") else "Cascade R-CNN"
+        raise ConversionError(
+            f"This is a {kind} checkpoint (multi-stage roi_head.bbox_head.0.* / mask_head.0.* keys); this converter "
+            "supports the single-stage-RoI-head Mask R-CNN only.")
+    if has(r"roi_head\.shared_head\."):
+        raise ConversionError(
+            "This is a C4 (ResNet shared-head, no FPN) checkpoint such as mask-rcnn_r50-caffe-c4_1x_coco; only the "
+            "FPN Mask R-CNN configs are supported.")
+    if has(r"roi_head\.bbox_head\.") and not has(r"roi_head\.mask_head\."):
+        raise ConversionError(
+            "This is a Faster R-CNN checkpoint: it has a box head (roi_head.bbox_head.*) but no mask head "
+            "(roi_head.mask_head.*), so it cannot produce masks. Use a Mask R-CNN checkpoint.")
+    if has(r"rpn_head\.") and not has(r"roi_head\."):
+        raise ConversionError("This is an RPN-only checkpoint (rpn_head.* but no roi_head.*); it has no detection "
+                              "or mask heads.")
+
+    backbone = _checkpoint_backbone(state_dict)
+    if backbone is None:
+        if has(r"backbone\.layer1\.0\.conv2\.") and not has(r"backbone\.layer1\.0\.conv3\."):
+            raise ConversionError(
+                "The checkpoint's backbone is a BasicBlock ResNet (ResNet-18/34: no conv3 in its blocks); the zoo "
+                "configs use bottleneck ResNet-50/101 or ResNeXt-101 backbones.")
+        if has(r"backbone\.") and not has(r"backbone\.layer\d"):
+            sample = _summarise(sorted({".".join(key.split(".")[:2]) for key in keys if key.startswith("backbone.")}), 5)
+            raise ConversionError(f"The checkpoint's backbone is not a ResNet/ResNeXt (its modules: {sample}).")
+        return  # no recognisable backbone keys at all: the key comparison reports them as missing
+    stage_blocks, groups, base_width = backbone
+    config = zoo_config(config_name)
+    expected = (tuple(config.backbone_stage_blocks), config.backbone_groups,
+                config.backbone_base_width if config.backbone_groups > 1 else 4)
+    if (stage_blocks, groups, base_width) != expected:
+        found = _backbone_name(_DEPTH_BY_STAGE_BLOCKS.get(stage_blocks), groups, base_width, stage_blocks)
+        wanted = _backbone_name(config.backbone_depth, *expected[1:], expected[0])
+        matching = _configs_matching(stage_blocks, groups, base_width)
+        hint = (f" Configs with that backbone: {', '.join(matching)}." if matching
+                else " None of the 21 zoo configs uses that backbone.")
+        raise ConversionError(
+            f"Backbone mismatch: the checkpoint holds a {found} backbone, but config {config_name} expects a "
+            f"{wanted}.{hint}")
+
+
+def _training_config_text(meta: Mapping[str, Any]) -> Optional[str]:
+    """The training config text stored in meta by MMDetection 2.x (`config`) or mmengine (`cfg`), if any."""
+    for key in ("config", "cfg"):
+        value = meta.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def _uniform_match(pattern: str, text: str) -> Optional[str]:
+    values = {re.sub(r"\s+", "", value) for value in re.findall(pattern, text)}
+    return values.pop() if len(values) == 1 else None
+
+
+def check_training_config(meta: Mapping[str, Any], config_name: str) -> None:
+    """When the checkpoint's own training config text is in `meta`, check that its backbone style and input
+    normalisation agree with `config_name` (these do not change any shape, so a wrong choice would convert
+    "successfully" and then detect badly). Checks nothing when meta carries no config text."""
+    text = _training_config_text(meta)
+    if text is None:
+        return
+    config_name = resolve_config_name(config_name)
+    config = zoo_config(config_name)
+    problems = []
+    style = _uniform_match(r"style\s*=\s*['\"](caffe|pytorch)['\"]", text)
+    if style is not None and style != config.backbone_style:
+        problems.append(f"backbone style '{style}' (config: '{config.backbone_style}')")
+    for field, values in (("mean", config.image_mean), ("std", config.image_std)):
+        found = _uniform_match(rf"\b{field}\s*=\s*\[([^\]]*)\]", text)
+        if found is None:
+            continue
+        try:
+            numbers = [float(item) for item in found.split(",") if item]
+        except ValueError:
+            continue
+        if len(numbers) == 3 and max(abs(a - b) for a, b in zip(numbers, values)) > 1e-3:
+            problems.append(f"{field}={numbers} (config: {values})")
+    if problems:
+        raise ConversionError(
+            f"The checkpoint was trained with {'; '.join(problems)}, which does not match config {config_name}. "
+            "Pick the config this checkpoint was trained with (e.g. a '-caffe' config for caffe-style weights).")
+
+
+def class_names_from_meta(meta: Mapping[str, Any]) -> Optional[Tuple[str, ...]]:
+    """Class names stored by MMDetection: `meta["dataset_meta"]["classes"]` (3.x) or `meta["CLASSES"]` (2.x)."""
+    dataset_meta = meta.get("dataset_meta")
+    names = dataset_meta.get("classes") if isinstance(dataset_meta, Mapping) else None
+    if names is None:
+        names = meta.get("CLASSES")
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = (names,)
+    if not isinstance(names, (list, tuple)) or not all(isinstance(name, str) for name in names):
+        raise ConversionError(f"The class names in the checkpoint meta are not a list of strings: {names!r:.200}")
+    return tuple(names)
+
+
+def resolve_class_names(state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
+                        class_names: Optional[Sequence[str]] = None) -> Tuple[str, ...]:
+    """Class names for the converted model: `class_names` if given, else from meta, else COCO's 80. Raises
+    `ConversionError` if their count differs from the box classifier's rows minus one (background)."""
+    if class_names is not None:
+        names, source = tuple(class_names), "the class names given"
+    else:
+        from_meta = class_names_from_meta(meta)
+        if from_meta is not None:
+            names, source = from_meta, "the checkpoint meta"
+        else:
+            names, source = tuple(COCO_CLASSES), "the COCO default (no class names in the checkpoint meta)"
+    classifier = state_dict.get("roi_head.bbox_head.fc_cls.weight")
+    if classifier is not None and classifier.dim() == 2 and int(classifier.shape[0]) - 1 != len(names):
+        raise ConversionError(
+            f"Class count mismatch: {source} has {len(names)} classes, but roi_head.bbox_head.fc_cls.weight has "
+            f"{int(classifier.shape[0])} rows ({int(classifier.shape[0]) - 1} classes + background). Pass the "
+            "matching class names (--class-names / class_names=...).")
+    if len(set(names)) != len(names):
+        logger.warning("Class names are not unique; label2id keeps the last id of each repeated name.")
+    return names
+
+
+def validate_state_dict(state_dict: Mapping[str, torch.Tensor], config: MaskRCNNConfig) -> List[str]:
+    """Check every key, shape and dtype against `mmdet_state_dict_shapes(config)`.
+
+    Raises `ConversionError` listing missing, unexpected, mis-shaped and non-float entries (with counts). Only
+    BatchNorm `num_batches_tracked` counters may be missing (older checkpoints lack them; inference never reads
+    them): their names are returned so the caller can add zeros.
+    """
+    expected = mmdet_state_dict_shapes(config)
+    missing = [key for key in expected if key not in state_dict]
+    missing_counters = [key for key in missing if key.endswith(".num_batches_tracked")]
+    missing = [key for key in missing if not key.endswith(".num_batches_tracked")]
+    unexpected = [key for key in state_dict if key not in expected]
+    mis_shaped = [f"{key} {tuple(state_dict[key].shape)} (expected {expected[key]})"
+                  for key in expected if key in state_dict and tuple(state_dict[key].shape) != tuple(expected[key])]
+    wrong_dtype = [f"{key} ({value.dtype})" for key, value in state_dict.items()
+                   if key in expected and not key.endswith(".num_batches_tracked") and not value.is_floating_point()]
+    if missing or unexpected or mis_shaped or wrong_dtype:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing: {_summarise(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected: {_summarise(unexpected)}")
+        if mis_shaped:
+            parts.append(f"{len(mis_shaped)} with the wrong shape: {_summarise(mis_shaped)}")
+        if wrong_dtype:
+            parts.append(f"{len(wrong_dtype)} not floating point: {_summarise(wrong_dtype)}")
+        raise ConversionError(
+            f"The checkpoint does not match config {config.mmdet_config_name} ({len(expected)} expected entries): "
+            + "; ".join(parts) + ".")
+    return missing_counters
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building and writing the Hub folder
+# ----------------------------------------------------------------------------------------------------------------
+
+MODEL_CLASS_REF = "modeling_mask_rcnn.MaskRCNNForInstanceSegmentation"
+CONFIG_AUTO_MAP: Dict[str, str] = {
+    "AutoConfig": "configuration_mask_rcnn.MaskRCNNConfig",
+    "AutoModel": MODEL_CLASS_REF,
+    "AutoModelForInstanceSegmentation": MODEL_CLASS_REF,
+    "AutoModelForObjectDetection": MODEL_CLASS_REF,
+}
+CUSTOM_PIPELINES: Dict[str, Dict[str, Any]] = {
+    "image-segmentation": {"impl": "pipeline.MaskRCNNSegmentationPipeline",
+                           "pt": ["AutoModelForInstanceSegmentation"], "type": "image"},
+    "object-detection": {"impl": "pipeline.MaskRCNNDetectionPipeline",
+                         "pt": ["AutoModelForObjectDetection"], "type": "image"},
+}
+IMAGE_PROCESSOR_AUTO_MAP: Dict[str, str] = {"AutoImageProcessor": "image_processing_mask_rcnn.MaskRCNNImageProcessor"}
+IMAGE_PROCESSOR_FIELDS = ("image_mean", "image_std", "input_channel_order", "resize_scale", "size_divisor")
+# Code files shipped next to the weights when present at the repository root (copied, never imported here).
+CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "image_processing_mask_rcnn.py", "pipeline.py",
+              "convert_mmdet_checkpoint.py", "handler.py", "segment.py")
+_REQUIRED_CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "image_processing_mask_rcnn.py",
+                        "pipeline.py")
+REPO_ROOT = Path(__file__).resolve().parent
+
+
+@dataclass
+class PreparedConversion:
+    """Everything the output folder is made of, computed and validated before any file is written."""
+
+    config: MaskRCNNConfig
+    hf_state_dict: Dict[str, torch.Tensor]
+
+
+def prepare_conversion(config_name: str, state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
+                       class_names: Optional[Sequence[str]] = None) -> PreparedConversion:
+    """Validate an MMDetection state dict for `config_name` and build the config and HF-named float32 tensors."""
+    config_name = resolve_config_name(config_name)
+    check_architecture(state_dict, config_name)
+    check_training_config(meta, config_name)
+    names = resolve_class_names(state_dict, meta, class_names)
+    config = zoo_config(config_name, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    missing_counters = validate_state_dict(state_dict, config)
+    if missing_counters:
+        logger.info("Adding %d missing BatchNorm num_batches_tracked counters (zeros; unused at inference).",
+                    len(missing_counters))
+    hf_state_dict: Dict[str, torch.Tensor] = {}
+    storages_seen = set()
+    for mmdet_key in mmdet_state_dict_shapes(config):
+        if mmdet_key in state_dict:
+            tensor = state_dict[mmdet_key]
+        else:
+            tensor = torch.zeros((), dtype=torch.int64)
+        if mmdet_key.endswith(".num_batches_tracked"):
+            tensor = tensor.to(torch.int64)
+        else:
+            tensor = tensor.to(torch.float32)
+        tensor = tensor.contiguous()
+        storage = (tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
+        if tensor.numel() and storage in storages_seen:  # safetensors refuses tensors that share memory
+            tensor = tensor.clone()
+        storages_seen.add(storage)
+        hf_state_dict[mmdet_key_to_hf_key(mmdet_key)] = tensor
+    return PreparedConversion(config=config, hf_state_dict=hf_state_dict)
+
+
+def config_json_dict(config: MaskRCNNConfig) -> Dict[str, Any]:
+    """Full `config.json` content: every field written out (so later default changes cannot alter a converted
+    model), plus `auto_map`, `architectures`, `custom_pipelines` and `dtype` for remote-code loading."""
+    config.auto_map = dict(CONFIG_AUTO_MAP)
+    config.architectures = ["MaskRCNNForInstanceSegmentation"]
+    config.custom_pipelines = json.loads(json.dumps(CUSTOM_PIPELINES))
+    content = json.loads(config.to_json_string(use_diff=False))
+    content.pop("_name_or_path", None)
+    content["dtype"] = "float32"
+    return content
+
+
+def preprocessor_json_dict(config: MaskRCNNConfig) -> Dict[str, Any]:
+    """`preprocessor_config.json` content: the image processor class and the normalisation/resize fields."""
+    content: Dict[str, Any] = {"image_processor_type": "MaskRCNNImageProcessor",
+                               "auto_map": dict(IMAGE_PROCESSOR_AUTO_MAP)}
+    for field in IMAGE_PROCESSOR_FIELDS:
+        value = getattr(config, field)
+        content[field] = list(value) if isinstance(value, (list, tuple)) else value
+    return content
+
+
+def write_hf_folder(prepared: PreparedConversion, folder: Path, code_dir: Path = REPO_ROOT) -> None:
+    """Write config.json, preprocessor_config.json, model.safetensors and the code files into an existing folder."""
+    from safetensors.torch import save_file
+
+    with open(folder / "config.json", "w", encoding="utf-8") as handle:
+        json.dump(config_json_dict(prepared.config), handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    with open(folder / "preprocessor_config.json", "w", encoding="utf-8") as handle:
+        json.dump(preprocessor_json_dict(prepared.config), handle, indent=2)
+        handle.write("\n")
+    save_file(prepared.hf_state_dict, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    os.chmod(folder / "model.safetensors", 0o644)  # safetensors creates it owner-only
+    for file_name in CODE_FILES:
+        source = code_dir / file_name
+        if source.is_file():
+            shutil.copyfile(source, folder / file_name)
+        elif file_name in _REQUIRED_CODE_FILES:
+            logger.warning("%s is missing from %s; the folder's auto_map refers to it, so copy it in before "
+                           "loading with trust_remote_code=True.", file_name, code_dir)
+
+
+def _looks_like_previous_output(folder: Path) -> bool:
+    """True for an empty folder or one written by this converter (config.json with a Mask R-CNN model_type)."""
+    entries = list(folder.iterdir())
+    if not entries:
+        return True
+    try:
+        with open(folder / "config.json", encoding="utf-8") as handle:
+            return json.load(handle).get("model_type") == MaskRCNNConfig.model_type
+    except (OSError, ValueError):
+        return False
+
+
+def _check_output_dir(output_dir: Path) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConversionError(f"Output path {output_dir} exists and is not a folder.")
+    if output_dir.is_dir() and not _looks_like_previous_output(output_dir):
+        raise ConversionError(
+            f"Output folder {output_dir} already exists and does not look like a converted Mask R-CNN folder "
+            "(no config.json with model_type 'mask_rcnn'); refusing to replace it. Choose another --output-dir.")
+
+
+def _publish_folder(staging: Path, output_dir: Path) -> None:
+    """Move the finished staging folder to `output_dir`, replacing a previous conversion output."""
+    backup = None
+    if output_dir.exists():
+        backup = output_dir.with_name(f".{output_dir.name}.replaced-{os.getpid()}")
+        os.replace(output_dir, backup)
+    try:
+        os.replace(staging, output_dir)
+    except OSError:
+        if backup is not None:
+            os.replace(backup, output_dir)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def _require_hub_token() -> str:
+    try:
+        from huggingface_hub import get_token
+    except ImportError as error:
+        raise ConversionError(f"--push-to-hub needs huggingface_hub ({error}).") from None
+    token = get_token()
+    if not token:
+        raise ConversionError(
+            "--push-to-hub needs a Hugging Face token, and none was found: run `hf auth login` (or set HF_TOKEN) "
+            "first. Nothing was converted.")
+    return token
+
+
+def push_folder_to_hub(folder: Path, repo_id: str, token: str, config_name: str) -> None:
+    """Create `repo_id` if needed and upload the converted folder in one commit."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, repo_type="model", exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                          commit_message=f"Add Mask R-CNN converted from MMDetection {config_name}")
+    except Exception as error:  # noqa: BLE001 — network, auth and HTTP errors all end the same way
+        raise ConversionError(
+            f"The converted folder {folder} was written and kept, but uploading it to {repo_id} failed: "
+            f"{_first_line(str(error)) or type(error).__name__}") from None
+
+
+def convert_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] = None,
+                       output_dir: Union[str, Path] = "mask_rcnn_hf", push_to_hub: Optional[str] = None,
+                       class_names: Optional[Sequence[str]] = None,
+                       cache_dir: Optional[Union[str, Path]] = None) -> Path:
+    """Convert an MMDetection Mask R-CNN checkpoint into a Hub folder and return the folder's path.
+
+    Args:
+        config_name: one of the 21 zoo config names (aliases and a `.py` suffix accepted).
+        checkpoint: local path or http(s)/file URL; None downloads the official zoo file (sha256-checked).
+        output_dir: folder to create (a previous conversion output there is replaced).
+        push_to_hub: Hub repo id to upload the folder to (needs a token; checked before converting).
+        class_names: class names to use instead of the checkpoint meta / COCO default.
+        cache_dir: download cache (default `default_cache_dir()`).
+
+    Raises:
+        ConversionError: with a sentence saying what is wrong; nothing is written in that case.
+    """
+    config_name = resolve_config_name(config_name)
+    output_dir = Path(output_dir).expanduser().resolve()
+    token = _require_hub_token() if push_to_hub else None
+    _check_output_dir(output_dir)
+    checkpoint_path = fetch_checkpoint(config_name, checkpoint, cache_dir)
+    state_dict, meta = load_mmdet_checkpoint(checkpoint_path)
+    prepared = prepare_conversion(config_name, state_dict, meta, class_names)
+    del state_dict
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    try:
+        os.chmod(staging, 0o755)
+        write_hf_folder(prepared, staging)
+        _publish_folder(staging, output_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    logger.info("Wrote %s (%d tensors, %d classes) from %s", output_dir, len(prepared.hf_state_dict),
+                prepared.config.num_labels, checkpoint_path)
+    if push_to_hub:
+        push_folder_to_hub(output_dir, push_to_hub, token, config_name)
+        logger.info("Uploaded %s to https://huggingface.co/%s", output_dir, push_to_hub)
+    return output_dir
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def build_argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Convert an MMDetection Mask R-CNN checkpoint into a transformers custom-code Hub folder.")
+    parser.add_argument("--config", required=True,
+                        help="zoo config name, e.g. mask-rcnn_r50_fpn_1x_coco (metafile names and '.py' accepted)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="local .pth path or http(s)/file URL (default: download the official zoo checkpoint)")
+    parser.add_argument("--output-dir", required=True, help="folder to write (replaces a previous conversion)")
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID",
+                        help="also upload the folder to this Hub model repo (needs a token)")
+    parser.add_argument("--class-names", default=None,
+                        help="class names instead of the checkpoint's: a comma-separated list or a text file with "
+                             "one name per line")
+    parser.add_argument("--cache-dir", default=None,
+                        help=f"download cache (default ${CACHE_DIR_ENV} or ~/.cache/mask_rcnn_hub)")
+    return parser
+
+
+def _parse_class_names(value: str) -> List[str]:
+    """`--class-names`: a text file with one name per line, or a comma-separated list."""
+    if os.path.isfile(value):
+        with open(value, encoding="utf-8") as handle:
+            names = [line.strip() for line in handle if line.strip()]
+    else:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise ConversionError(f"--class-names {value!r} contains no class names.")
+    return names
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point: returns 0 on success, 1 on a conversion error (one message on stderr, no traceback)."""
+    arguments = build_argument_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        class_names = _parse_class_names(arguments.class_names) if arguments.class_names else None
+        output = convert_checkpoint(arguments.config, arguments.checkpoint, arguments.output_dir,
+                                    arguments.push_to_hub, class_names=class_names, cache_dir=arguments.cache_dir)
+    except ConversionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
