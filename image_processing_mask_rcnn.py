@@ -1,0 +1,685 @@
+# Copyright 2026 The Mask R-CNN Hub port authors. Apache-2.0.
+"""Image processor of MMDetection's Mask R-CNN: MMDetection 3.3.0's test-time pre- and post-processing.
+
+Pre-processing reproduces `LoadImageFromFile` -> `Resize(scale=(1333, 800), keep_ratio=True)` -> `DetDataPreprocessor`:
+
+1. decode to 8-bit colour like OpenCV's `imdecode(IMREAD_COLOR)` (EXIF orientation applied, alpha dropped without
+   compositing, grayscale replicated, palette expanded, 16-bit reduced to its high byte, CMYK with OpenCV's formula);
+2. keep-ratio resize with mmcv's size rounding and pixel values bit-identical to `cv2.resize(uint8, INTER_LINEAR)`
+   (a pure NumPy re-implementation of OpenCV's fixed-point arithmetic; OpenCV is used only as a faster equivalent);
+3. channel order, `float32`, `(x - mean) / std`, zero padding right/bottom to a multiple of `size_divisor`.
+
+Post-processing reproduces `FCNMaskHead._predict_by_feat_single` on CPU: boxes are divided in `float32` by the
+per-axis scale factor, masks are pasted box by box inside a window with `grid_sample` and thresholded with `>=`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+from collections.abc import Mapping
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+
+try:
+    from .configuration_mask_rcnn import PYTORCH_STYLE_NORMALIZATION
+except ImportError:  # imported as a plain module (tests, scripts)
+    from configuration_mask_rcnn import PYTORCH_STYLE_NORMALIZATION
+
+try:  # optional: only a faster route to the same resize result
+    import cv2
+except ImportError:
+    cv2 = None
+
+logger = logging.getLogger(__name__)
+
+ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tensor]
+
+# OpenCV 8-bit INTER_LINEAR (imgproc/src/resize.cpp): weights are int16 fixed point with 11 fractional bits.
+RESIZE_COEF_BITS = 11
+RESIZE_COEF_SCALE = 1 << RESIZE_COEF_BITS
+# Its vertical pass (SIMD and scalar alike) computes ((b0 * (S0 >> 4)) >> 16) + ((b1 * (S1 >> 4)) >> 16), then
+# (sum + 2) >> 2: 4 + 16 + 2 = 22 = 2 * RESIZE_COEF_BITS bits in total, but rounded in three steps.
+VERTICAL_PRE_SHIFT = 4
+VERTICAL_MULHI_SHIFT = 16
+VERTICAL_FINAL_SHIFT = 2
+UINT8_MAX = 255
+UINT16_MAX = 65535
+SIXTEEN_TO_EIGHT_BIT_SHIFT = 8  # libpng strip_16 / OpenCV: keep the high byte
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+MAX_ALPHA_CHANNELS = 4  # gray, gray+alpha, RGB, RGBA
+# Mask pasting evaluates grid_sample on at most this many canvas pixels at a time (~12 bytes each).
+PASTE_CHUNK_PIXELS = 1 << 20
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Decoding to 8-bit RGB
+# --------------------------------------------------------------------------------------------------------------
+def load_image(source: Union[str, os.PathLike, bytes, Image.Image]) -> Image.Image:
+    """Opens a file path, encoded bytes or PIL image and applies its EXIF orientation; the PIL mode is kept.
+
+    Raises:
+        OSError: the file is missing or cannot be decoded (the message names the file).
+        TypeError: `source` is of another type.
+    """
+    if isinstance(source, Image.Image):
+        return ImageOps.exif_transpose(source)
+    if isinstance(source, (bytes, bytearray)):
+        stream, name = io.BytesIO(source), f"<{len(source)} bytes>"
+    elif isinstance(source, (str, os.PathLike)):
+        stream, name = os.fspath(source), repr(os.fspath(source))
+    else:
+        raise TypeError(f"Cannot load an image from {type(source).__name__}; pass a path, bytes or a PIL image.")
+    try:
+        image = Image.open(stream)
+        image.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise OSError(f"Could not read image {name}: {error}") from error
+    return ImageOps.exif_transpose(image)
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 -> (H, W, 3) uint8 with three equal channels."""
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def _cmyk_to_rgb_like_opencv(cmyk: np.ndarray) -> np.ndarray:
+    """(H, W, 4) ink values (PIL's CMYK) -> (H, W, 3) uint8 with OpenCV's `icvCvt_CMYK2BGR_8u_C4C3R` arithmetic.
+
+    OpenCV receives Adobe-inverted samples (255 - ink) from libjpeg and computes `k - ((255 - c) * k >> 8)`; in ink
+    values that is `(255 - K) - (C * (255 - K) >> 8)`. PIL's own CMYK->RGB divides by 255 and differs by 1 level.
+    """
+    ink = cmyk.astype(np.int32)
+    white_level = UINT8_MAX - ink[:, :, 3:4]
+    return (white_level - ((ink[:, :, :3] * white_level) >> 8)).astype(np.uint8)
+
+
+def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Converts a PIL image of any mode to (H, W, 3) uint8 RGB like OpenCV's `IMREAD_COLOR` decode.
+
+    Gray (`1`, `L`, `LA`) is replicated, alpha is dropped (not composited), palettes are expanded, 16-bit and `I`
+    values are clipped to 0..65535 and keep their high byte, `F` values are taken on the 0..255 scale (rounded,
+    clipped), CMYK uses OpenCV's formula, every other mode goes through PIL's `convert("RGB")`.
+    """
+    mode = image.mode
+    if mode in SIXTEEN_BIT_MODES:
+        values = np.clip(np.asarray(image).astype(np.int64), 0, UINT16_MAX)
+        return _gray_to_rgb((values >> SIXTEEN_TO_EIGHT_BIT_SHIFT).astype(np.uint8))
+    if mode == "F":
+        return _gray_to_rgb(np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, UINT8_MAX).astype(np.uint8))
+    if mode == "CMYK":
+        return _cmyk_to_rgb_like_opencv(np.asarray(image))
+    if mode in ("1", "L", "LA", "La"):
+        return _gray_to_rgb(np.asarray(image.getchannel(0).convert("L")))
+    if mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+def _array_layout_to_hwc(array: np.ndarray, channels_first_preferred: bool) -> np.ndarray:
+    """Returns an (H, W, C) view of a (H, W), (H, W, C) or (C, H, W) array; C must be 1..4."""
+    if array.ndim == 2:
+        return array[:, :, None]
+    if array.ndim != 3:
+        raise ValueError(f"expected an array of 2 or 3 dimensions (H, W[, C]) or (C, H, W), got shape "
+                         f"{tuple(array.shape)}.")
+    first_is_channels = array.shape[0] <= MAX_ALPHA_CHANNELS
+    last_is_channels = array.shape[2] <= MAX_ALPHA_CHANNELS
+    if first_is_channels and (channels_first_preferred or not last_is_channels):
+        return array.transpose(1, 2, 0)
+    if last_is_channels:
+        return array
+    raise ValueError(f"cannot find the channel axis of shape {tuple(array.shape)}: the first or last axis must "
+                     f"have 1 to {MAX_ALPHA_CHANNELS} channels.")
+
+
+def _array_values_to_uint8(array: np.ndarray) -> np.ndarray:
+    """bool -> 0/255, uint8 as is, uint16 -> high byte, other ints must lie in 0..255, floats in [0, 1] (x255, round)."""
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * UINT8_MAX
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return (array >> SIXTEEN_TO_EIGHT_BIT_SHIFT).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        if array.min() < 0 or array.max() > UINT8_MAX:
+            raise ValueError(f"integer pixel values must lie in 0..255 for dtype {array.dtype} (got "
+                             f"{array.min()}..{array.max()}); pass uint16 data as dtype uint16.")
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise ValueError(f"floating-point pixel values must be finite and lie in [0, 1] (got "
+                             f"{np.nanmin(array)}..{np.nanmax(array)}); convert 0..255 data to uint8 first.")
+        return np.rint(array.astype(np.float64) * UINT8_MAX).astype(np.uint8)
+    raise ValueError(f"unsupported pixel dtype {array.dtype}.")
+
+
+def array_to_rgb_array(array: np.ndarray, channels_first_preferred: bool = False) -> np.ndarray:
+    """Converts a numpy image (gray, gray+alpha, RGB or RGBA; HWC or CHW) to (H, W, 3) uint8 RGB.
+
+    Layout: an axis of size 1..4 is the channel axis; when both the first and the last axis qualify, the last wins
+    for numpy arrays and the first for torch tensors (`channels_first_preferred`). Alpha is dropped.
+    """
+    hwc = _array_layout_to_hwc(np.asarray(array), channels_first_preferred)
+    pixels = _array_values_to_uint8(hwc)
+    num_channels = pixels.shape[2]
+    if num_channels in (1, 2):
+        pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
+    elif num_channels == 4:
+        pixels = pixels[:, :, :3]
+    return np.ascontiguousarray(pixels)
+
+
+def to_rgb_array(image: ImageSource) -> np.ndarray:
+    """Any supported input -> (H, W, 3) uint8 RGB; paths, bytes and PIL images get their EXIF orientation applied."""
+    if isinstance(image, torch.Tensor):
+        tensor = image.detach().cpu()
+        if tensor.dtype in (torch.bfloat16, torch.float16):
+            tensor = tensor.float()
+        rgb = array_to_rgb_array(tensor.numpy(), channels_first_preferred=True)
+    elif isinstance(image, np.ndarray):
+        rgb = array_to_rgb_array(image)
+    else:
+        rgb = pil_to_rgb_array(load_image(image))
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ValueError(f"the image is empty (height {rgb.shape[0]}, width {rgb.shape[1]}).")
+    return rgb
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Resize: mmcv.imrescale sizes, OpenCV INTER_LINEAR pixel values
+# --------------------------------------------------------------------------------------------------------------
+def compute_rescaled_size(width: int, height: int, scale: Sequence[int]) -> tuple[int, int]:
+    """mmcv `rescale_size(keep_ratio)`: the largest size fitting `max(scale)` x `min(scale)`, in Python doubles.
+
+    Returns `(new_width, new_height)` with `new = int(old * factor + 0.5)`; a side that would round to 0 pixels is
+    kept at 1 (mmcv would fail on such an image).
+    """
+    long_edge_limit, short_edge_limit = max(scale), min(scale)
+    factor = min(long_edge_limit / max(height, width), short_edge_limit / min(height, width))
+    new_width, new_height = int(width * factor + 0.5), int(height * factor + 0.5)
+    if new_width < 1 or new_height < 1:
+        logger.warning(f"Image of {width}x{height} pixels is too elongated for scale {tuple(scale)}; a side is "
+                       f"kept at 1 pixel.")
+    return max(new_width, 1), max(new_height, 1)
+
+
+def _linear_source_taps(source_length: int, target_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's source coordinate per output pixel: `(d + 0.5) * scale - 0.5` in double, then float32.
+
+    Returns `(first_index, fraction)`, each of shape `(target_length,)`: int64 floor and its float32 remainder.
+    `scale` is `1 / (target / source)` exactly as OpenCV computes it (not `source / target`).
+    """
+    scale = 1.0 / (target_length / source_length)
+    positions = ((np.arange(target_length, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    first_index = np.floor(positions)
+    fraction = positions - first_index
+    return first_index.astype(np.int64), fraction
+
+
+def _fixed_point_weights(fraction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`saturate_cast<short>(w * 2048)` of the float32 weights `1 - f` and `f` (round half to even). int32 each."""
+    scale = np.float32(RESIZE_COEF_SCALE)
+    near = np.rint((np.float32(1.0) - fraction) * scale).astype(np.int32)
+    far = np.rint(fraction * scale).astype(np.int32)
+    return near, far
+
+
+def _resize_halve(image: np.ndarray) -> np.ndarray:
+    """Exact 2x downscale: OpenCV switches to INTER_AREA, `(a + b + c + d + 2) >> 2`, which INTER_LINEAR equals."""
+    pixels = image.astype(np.uint16)
+    total = pixels[0::2, 0::2] + pixels[0::2, 1::2] + pixels[1::2, 0::2] + pixels[1::2, 1::2]
+    return ((total + 2) >> 2).astype(np.uint8)
+
+
+def resize_bilinear_uint8(image: np.ndarray, new_width: int, new_height: int) -> np.ndarray:
+    """Pure NumPy `cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_LINEAR)`, bit for bit.
+
+    Args:
+        image: (H, W, C) uint8.
+    Returns:
+        (new_height, new_width, C) uint8.
+
+    Horizontal pass: `S = p[x0] * a0 + p[x0 + 1] * a1` with 11-bit weights; columns left of the first or right of
+    the last source pixel use that pixel with weight (2048, 0). Vertical pass: rows are clamped to the image but keep
+    their unclamped weights, and the sum is rounded in three steps like OpenCV's `VResizeLinearVec_32s8u`.
+    """
+    height, width = image.shape[:2]
+    if (new_height, new_width) == (height, width):
+        return image.copy()
+    if (height, width) == (2 * new_height, 2 * new_width):
+        return _resize_halve(image)
+
+    columns, column_fraction = _linear_source_taps(width, new_width)
+    outside = (columns < 0) | (columns >= width - 1)
+    column_fraction[outside] = 0.0
+    columns = np.clip(columns, 0, width - 1)
+    next_columns = np.minimum(columns + 1, width - 1)
+    left_weight, right_weight = _fixed_point_weights(column_fraction)
+
+    rows, row_fraction = _linear_source_taps(height, new_height)
+    top_weight, bottom_weight = _fixed_point_weights(row_fraction)
+    top_rows, bottom_rows = np.clip(rows, 0, height - 1), np.clip(rows + 1, 0, height - 1)
+    used_rows, row_lookup = np.unique(np.concatenate([top_rows, bottom_rows]), return_inverse=True)
+
+    source = image[used_rows]
+    horizontal = np.take(source, columns, axis=1).astype(np.int32)
+    horizontal *= left_weight[None, :, None]
+    right = np.take(source, next_columns, axis=1).astype(np.int32)
+    right *= right_weight[None, :, None]
+    horizontal += right
+    horizontal >>= VERTICAL_PRE_SHIFT
+
+    top = np.take(horizontal, row_lookup[:new_height], axis=0)
+    top *= top_weight[:, None, None]
+    top >>= VERTICAL_MULHI_SHIFT
+    bottom = np.take(horizontal, row_lookup[new_height:], axis=0)
+    bottom *= bottom_weight[:, None, None]
+    bottom >>= VERTICAL_MULHI_SHIFT
+    top += bottom
+    top += 1 << (VERTICAL_FINAL_SHIFT - 1)
+    top >>= VERTICAL_FINAL_SHIFT
+    np.clip(top, 0, UINT8_MAX, out=top)
+    return top.astype(np.uint8)
+
+
+def resize_image(image: np.ndarray, new_width: int, new_height: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (new_height, new_width, 3) uint8; OpenCV when importable, else the identical NumPy path."""
+    if cv2 is not None:
+        return cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_LINEAR)
+    return resize_bilinear_uint8(image, new_width, new_height)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Mask pasting: MMDetection's `_do_paste_mask` with skip_empty, one box at a time
+# --------------------------------------------------------------------------------------------------------------
+def _paste_window(box: torch.Tensor, canvas_height: int, canvas_width: int) -> tuple[int, int, int, int]:
+    """MMDetection's skip_empty window `(y_start, y_end, x_start, x_end)`: floor(x1) - 1 clamped at 0, ceil(x2) + 1
+    clamped at the canvas size, computed on the float32 box like `_do_paste_mask`. May be empty."""
+    start = torch.clamp(box[:2].floor() - 1, min=0).to(torch.int32)
+    x_end = torch.clamp(box[2].ceil() + 1, max=canvas_width).to(torch.int32)
+    y_end = torch.clamp(box[3].ceil() + 1, max=canvas_height).to(torch.int32)
+    return int(start[1]), int(y_end), int(start[0]), int(x_end)
+
+
+def _normalized_pixel_centres(start: int, end: int, box_low: torch.Tensor, box_high: torch.Tensor) -> torch.Tensor:
+    """Pixel centres `start + 0.5 .. end - 0.5` mapped to [-1, 1] over the box, float32, shape (end - start,).
+
+    Same operation order as `_do_paste_mask`: `(c - low) / (high - low) * 2 - 1`; infinities (zero-size box) become
+    0, NaN (0 / 0) is kept.
+    """
+    centres = torch.arange(start, end, dtype=torch.float32, device=box_low.device) + 0.5
+    normalized = (centres - box_low) / (box_high - box_low) * 2 - 1
+    return torch.where(torch.isinf(normalized), torch.zeros_like(normalized), normalized)
+
+
+def iter_pasted_masks(mask_probs: torch.Tensor, boxes: torch.Tensor, canvas_height: int, canvas_width: int,
+                      mask_threshold: float) -> Iterator[tuple[int, slice, slice, torch.Tensor]]:
+    """Pastes each mask inside its box window, yielding `(index, rows, columns, binary_window)`.
+
+    Args:
+        mask_probs: (num_detections, mask_height, mask_width) probabilities.
+        boxes: (num_detections, 4) float32 x1, y1, x2, y2 in canvas pixels.
+    Yields:
+        the detection index, the window's row and column slices, and a bool tensor of the window's shape with
+        `grid_sample(bilinear, zeros, align_corners=False) >= mask_threshold`. Empty windows are skipped. The window
+        is sampled in row chunks of at most `PASTE_CHUNK_PIXELS`, so no full-canvas float tensor is allocated.
+    """
+    for index in range(boxes.shape[0]):
+        box = boxes[index]
+        y_start, y_end, x_start, x_end = _paste_window(box, canvas_height, canvas_width)
+        if y_end <= y_start or x_end <= x_start:
+            continue
+        grid_x = _normalized_pixel_centres(x_start, x_end, box[0], box[2])
+        grid_y = _normalized_pixel_centres(y_start, y_end, box[1], box[3])
+        mask = mask_probs[index].to(torch.float32)[None, None]
+        window = torch.empty((y_end - y_start, x_end - x_start), dtype=torch.bool, device=boxes.device)
+        rows_per_chunk = max(1, PASTE_CHUNK_PIXELS // window.shape[1])
+        for row in range(0, window.shape[0], rows_per_chunk):
+            chunk_y = grid_y[row:row + rows_per_chunk]
+            grid = torch.stack([grid_x[None, :].expand(chunk_y.shape[0], -1),
+                                chunk_y[:, None].expand(-1, grid_x.shape[0])], dim=2)
+            values = F.grid_sample(mask, grid[None], mode="bilinear", padding_mode="zeros", align_corners=False)
+            window[row:row + rows_per_chunk] = values[0, 0] >= mask_threshold
+        yield index, slice(y_start, y_end), slice(x_start, x_end), window
+
+
+def paste_masks(mask_probs: torch.Tensor, boxes: torch.Tensor, canvas_height: int, canvas_width: int,
+                mask_threshold: float = 0.5) -> torch.Tensor:
+    """Binary masks (num_detections, canvas_height, canvas_width) bool, pasted like MMDetection's CPU path."""
+    masks = torch.zeros((boxes.shape[0], canvas_height, canvas_width), dtype=torch.bool, device=boxes.device)
+    for index, rows, columns, window in iter_pasted_masks(mask_probs, boxes, canvas_height, canvas_width,
+                                                          mask_threshold):
+        masks[index, rows, columns] = window
+    return masks
+
+
+def rescale_boxes(boxes: torch.Tensor, width_scale: float, height_scale: float) -> torch.Tensor:
+    """Boxes (N, 4) from the resized frame to the original: float32 division by `[w_s, h_s, w_s, h_s]`, no clip."""
+    factors = torch.tensor([width_scale, height_scale, width_scale, height_scale], dtype=torch.float32,
+                           device=boxes.device)
+    return boxes.to(torch.float32) / factors
+
+
+def _output_field(outputs: Any, name: str) -> Any:
+    """A field of a ModelOutput, dict or attribute object; None when absent."""
+    if isinstance(outputs, Mapping):
+        return outputs.get(name)
+    return getattr(outputs, name, None)
+
+
+def _size_pair(size: Any, what: str) -> tuple[int, int]:
+    """(height, width) as Python ints from a tensor, array or sequence of two numbers."""
+    values = size.tolist() if hasattr(size, "tolist") else list(size)
+    if len(values) != 2:
+        raise ValueError(f"{what} must be (height, width), got {values}.")
+    return int(values[0]), int(values[1])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The image processor
+# --------------------------------------------------------------------------------------------------------------
+class MaskRCNNImageProcessor(BaseImageProcessor):
+    r"""Pre- and post-processing of MMDetection's Mask R-CNN with MMDetection's numerics.
+
+    Args:
+        image_mean (`list[float]`, *optional*, defaults to `[123.675, 116.28, 103.53]`):
+            Per-channel mean on the 0..255 scale, in `input_channel_order`.
+        image_std (`list[float]`, *optional*, defaults to `[58.395, 57.12, 57.375]`):
+            Per-channel standard deviation on the 0..255 scale, in `input_channel_order`.
+        input_channel_order (`str`, *optional*, defaults to `"rgb"`):
+            Channel order the network expects: `"rgb"` (pytorch-style weights) or `"bgr"` (caffe/detectron2 weights).
+        resize_scale (`list[int]`, *optional*, defaults to `[1333, 800]`):
+            Keep-ratio resize limits: the long side at most `max(resize_scale)`, the short side at most `min(...)`.
+        size_divisor (`int`, *optional*, defaults to 32):
+            Padded height and width are multiples of this.
+        pad_value (`float`, *optional*, defaults to 0.0):
+            Value of the padding, in normalised space.
+        do_resize (`bool`, *optional*, defaults to `True`), do_normalize (`bool`, *optional*, defaults to `True`),
+        do_pad (`bool`, *optional*, defaults to `True`):
+            Switch the three steps.
+    """
+
+    model_input_names = ["pixel_values", "image_sizes"]
+
+    def __init__(
+        self,
+        image_mean: Optional[Sequence[float]] = None,
+        image_std: Optional[Sequence[float]] = None,
+        input_channel_order: str = "rgb",
+        resize_scale: Sequence[int] = (1333, 800),
+        size_divisor: int = 32,
+        pad_value: float = 0.0,
+        do_resize: bool = True,
+        do_normalize: bool = True,
+        do_pad: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.image_mean = [float(value) for value in (image_mean or PYTORCH_STYLE_NORMALIZATION["image_mean"])]
+        self.image_std = [float(value) for value in (image_std or PYTORCH_STYLE_NORMALIZATION["image_std"])]
+        self.input_channel_order = input_channel_order
+        self.resize_scale = [int(value) for value in resize_scale]
+        self.size_divisor = int(size_divisor)
+        self.pad_value = float(pad_value)
+        self.do_resize = bool(do_resize)
+        self.do_normalize = bool(do_normalize)
+        self.do_pad = bool(do_pad)
+        self._validate_settings(self.__dict__)
+
+    @staticmethod
+    def _validate_settings(settings: Mapping[str, Any]) -> None:
+        """Raises ValueError for settings MMDetection's pipeline could not run with."""
+        if settings["input_channel_order"] not in ("rgb", "bgr"):
+            raise ValueError(f"input_channel_order must be 'rgb' or 'bgr', got {settings['input_channel_order']!r}.")
+        if len(settings["image_mean"]) != 3 or len(settings["image_std"]) != 3 or min(settings["image_std"]) <= 0:
+            raise ValueError(f"image_mean and image_std need 3 values each and std > 0, got {settings['image_mean']}"
+                             f" / {settings['image_std']}.")
+        if len(settings["resize_scale"]) != 2 or min(settings["resize_scale"]) <= 0:
+            raise ValueError(f"resize_scale must be two positive sizes, got {settings['resize_scale']}.")
+        if settings["size_divisor"] < 1:
+            raise ValueError(f"size_divisor must be >= 1, got {settings['size_divisor']}.")
+
+    # ---------------------------------------------------------------------------------------------------------
+    # preprocess
+    # ---------------------------------------------------------------------------------------------------------
+    def __call__(self, images: Union[ImageSource, Sequence[ImageSource]], **kwargs) -> BatchFeature:
+        return self.preprocess(images, **kwargs)
+
+    def preprocess(
+        self,
+        images: Union[ImageSource, Sequence[ImageSource]],
+        return_tensors: Optional[str] = "pt",
+        **kwargs,
+    ) -> BatchFeature:
+        """Loads, resizes, normalises and pads one image or a list of images.
+
+        Args:
+            images: a path, encoded bytes, PIL image (any mode), numpy array (HWC or CHW; uint8, uint16, bool, or
+                float in [0, 1]; RGB order) or torch tensor (CHW or HWC), or a list of them. A 4-D array or tensor
+                is a batch.
+            return_tensors: `"pt"` (default), `"np"` or None (torch tensors).
+            kwargs: per-call overrides of the constructor settings (`do_resize`, `resize_scale`, `image_mean`, ...).
+
+        Returns:
+            `BatchFeature` with `pixel_values` (batch_size, 3, padded_height, padded_width) float32, `image_sizes`
+            (batch_size, 2) int64 resized (height, width) before padding, `original_sizes` (batch_size, 2) int64
+            (height, width) after EXIF orientation, `scale_factors` (batch_size, 2) float64 (new_w / w, new_h / h).
+        """
+        settings = self._settings_with_overrides(kwargs)
+        image_list = self._as_image_list(images)
+        tensors, image_sizes, original_sizes, scale_factors = [], [], [], []
+        for index, image in enumerate(image_list):
+            rgb = self._convert_with_context(image, index, len(image_list))
+            height, width = rgb.shape[:2]
+            if settings["do_resize"]:
+                new_width, new_height = compute_rescaled_size(width, height, settings["resize_scale"])
+                rgb = resize_image(rgb, new_width, new_height)
+            else:
+                new_width, new_height = width, height
+            tensors.append(self._normalize(rgb, settings))
+            image_sizes.append((new_height, new_width))
+            original_sizes.append((height, width))
+            scale_factors.append((new_width / width, new_height / height))
+        data = {
+            "pixel_values": self._pad_batch(tensors, settings),
+            "image_sizes": torch.tensor(image_sizes, dtype=torch.int64),
+            "original_sizes": torch.tensor(original_sizes, dtype=torch.int64),
+            "scale_factors": torch.tensor(scale_factors, dtype=torch.float64),
+        }
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _settings_with_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        names = ("image_mean", "image_std", "input_channel_order", "resize_scale", "size_divisor", "pad_value",
+                 "do_resize", "do_normalize", "do_pad")
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            logger.warning(f"MaskRCNNImageProcessor.preprocess ignores unknown arguments {unknown}.")
+        settings = {name: overrides.get(name) if overrides.get(name) is not None else getattr(self, name)
+                    for name in names}
+        self._validate_settings(settings)
+        return settings
+
+    @staticmethod
+    def _as_image_list(images: Any) -> list:
+        if isinstance(images, (list, tuple)):
+            if len(images) == 0:
+                raise ValueError("preprocess got an empty list of images.")
+            return list(images)
+        if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+            return list(images)
+        return [images]
+
+    @staticmethod
+    def _convert_with_context(image: Any, index: int, batch_size: int) -> np.ndarray:
+        """`to_rgb_array` with the image's position in the batch added to every error message."""
+        where = f"image {index} of the batch ({batch_size} images, counted from 0)"
+        try:
+            return to_rgb_array(image)
+        except (ValueError, TypeError, OSError) as error:
+            error_type = OSError if isinstance(error, OSError) else type(error)
+            raise error_type(f"{where}: {error}") from error
+
+    @staticmethod
+    def _normalize(rgb: np.ndarray, settings: Mapping[str, Any]) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB -> (3, H, W) float32: channel flip on uint8, float, (x - mean) / std (MMDetection)."""
+        pixels = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+        if settings["input_channel_order"] == "bgr":
+            pixels = pixels.flip(0)
+        pixels = pixels.float()
+        if settings["do_normalize"]:
+            mean = torch.tensor(settings["image_mean"], dtype=torch.float32).view(-1, 1, 1)
+            std = torch.tensor(settings["image_std"], dtype=torch.float32).view(-1, 1, 1)
+            pixels = (pixels - mean) / std
+        return pixels
+
+    @staticmethod
+    def _pad_batch(tensors: list[torch.Tensor], settings: Mapping[str, Any]) -> torch.Tensor:
+        """Stacks (3, H_i, W_i) tensors, padding right/bottom to max H/W rounded up to `size_divisor`."""
+        max_height = max(tensor.shape[1] for tensor in tensors)
+        max_width = max(tensor.shape[2] for tensor in tensors)
+        if not settings["do_pad"]:
+            if any(tensor.shape[1:] != (max_height, max_width) for tensor in tensors):
+                raise ValueError("Images of different sizes cannot be batched with do_pad=False.")
+            return torch.stack(tensors)
+        divisor = settings["size_divisor"]
+        padded_height = math.ceil(max_height / divisor) * divisor
+        padded_width = math.ceil(max_width / divisor) * divisor
+        batch = torch.full((len(tensors), 3, padded_height, padded_width), settings["pad_value"], dtype=torch.float32)
+        for index, tensor in enumerate(tensors):
+            batch[index, :, : tensor.shape[1], : tensor.shape[2]] = tensor
+        return batch
+
+    # ---------------------------------------------------------------------------------------------------------
+    # post-processing
+    # ---------------------------------------------------------------------------------------------------------
+    def _rescale_plan(self, outputs: Any, batch_size: int, target_sizes: Any) -> list[tuple[int, int, float, float]]:
+        """Per image `(canvas_height, canvas_width, width_scale, height_scale)` in Python ints/doubles.
+
+        `target_sizes` wins: scale = resized size / target size per axis. Otherwise the outputs' `original_sizes`
+        with their `scale_factors` (or, without those, resized / original sizes).
+        """
+        image_sizes = _output_field(outputs, "image_sizes")
+        if target_sizes is not None:
+            if len(target_sizes) != batch_size:
+                raise ValueError(f"target_sizes has {len(target_sizes)} entries for a batch of {batch_size} images.")
+            if image_sizes is None:
+                raise ValueError("target_sizes needs the outputs' image_sizes (the resized input sizes).")
+            canvases = [_size_pair(size, "each target size") for size in target_sizes]
+            plan = []
+            for canvas, image_size in zip(canvases, image_sizes):
+                image_height, image_width = _size_pair(image_size, "image_sizes rows")
+                plan.append((canvas[0], canvas[1], image_width / canvas[1], image_height / canvas[0]))
+            return plan
+        original_sizes = _output_field(outputs, "original_sizes")
+        scale_factors = _output_field(outputs, "scale_factors")
+        if original_sizes is None or (scale_factors is None and image_sizes is None):
+            raise ValueError("Cannot map boxes to original pixels: pass target_sizes=[(height, width), ...] or "
+                             "outputs that carry original_sizes (and scale_factors or image_sizes).")
+        plan = []
+        for index in range(batch_size):
+            original_height, original_width = _size_pair(original_sizes[index], "original_sizes rows")
+            if scale_factors is not None:
+                width_scale, height_scale = (float(value) for value in scale_factors[index].tolist())
+            else:
+                image_height, image_width = _size_pair(image_sizes[index], "image_sizes rows")
+                width_scale, height_scale = image_width / original_width, image_height / original_height
+            plan.append((original_height, original_width, width_scale, height_scale))
+        return plan
+
+    @staticmethod
+    def _selected_detections(outputs: Any, index: int, threshold: float) -> tuple[torch.Tensor, ...]:
+        """Image `index`'s detections with `score >= threshold`, by descending score (stable)."""
+        boxes = _output_field(outputs, "pred_boxes")[index]
+        scores = _output_field(outputs, "scores")[index]
+        labels = _output_field(outputs, "labels")[index]
+        keep = torch.nonzero(scores >= threshold).flatten()
+        order = keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+        return order, boxes[order], scores[order], labels[order].to(torch.int64)
+
+    @staticmethod
+    def _batch_size(outputs: Any) -> int:
+        for name in ("pred_boxes", "scores", "labels"):
+            if _output_field(outputs, name) is None:
+                raise ValueError(f"The model outputs have no {name!r}; cannot post-process them.")
+        return len(_output_field(outputs, "pred_boxes"))
+
+    def post_process_object_detection(self, outputs: Any, threshold: float = 0.5,
+                                      target_sizes: Optional[Union[torch.Tensor, Sequence]] = None) -> list[dict]:
+        """Detections per image in original-image pixels.
+
+        Args:
+            outputs: model outputs with per-image lists `pred_boxes` (N_i, 4), `scores` (N_i,), `labels` (N_i,), and
+                `image_sizes` / `original_sizes` / `scale_factors` (batch_size, 2).
+            threshold: keeps detections with `score >= threshold` (0.0 keeps all of the model's detections).
+            target_sizes: (batch_size, 2) (height, width) to map the boxes to instead of the original sizes.
+
+        Returns:
+            one dict per image: `scores` (N,) float32, `labels` (N,) int64, `boxes` (N, 4) float32 x1, y1, x2, y2
+            (not clipped, as in MMDetection), by descending score.
+        """
+        batch_size = self._batch_size(outputs)
+        plan = self._rescale_plan(outputs, batch_size, target_sizes)
+        results = []
+        for index, (_, _, width_scale, height_scale) in enumerate(plan):
+            _, boxes, scores, labels = self._selected_detections(outputs, index, threshold)
+            results.append({"scores": scores, "labels": labels,
+                            "boxes": rescale_boxes(boxes, width_scale, height_scale)})
+        return results
+
+    def post_process_instance_segmentation(self, outputs: Any, threshold: float = 0.5, mask_threshold: float = 0.5,
+                                           target_sizes: Optional[Union[torch.Tensor, Sequence]] = None,
+                                           return_binary_maps: bool = True) -> list[dict]:
+        """Detections with masks pasted at the original image size, like MMDetection's `predict(rescale=True)`.
+
+        Args:
+            outputs: as for `post_process_object_detection`, plus `mask_probs` (N_i, 28, 28) per image.
+            threshold: keeps detections with `score >= threshold` (0.0 keeps all of the model's detections).
+            mask_threshold: a pixel belongs to an instance when its pasted probability is `>= mask_threshold`.
+            target_sizes: (batch_size, 2) (height, width) of the canvas instead of the original sizes.
+            return_binary_maps: True: `masks` (N, H, W) bool. False: `segmentation` (H, W) int64 with the index of
+                the highest-scoring instance covering each pixel (-1 for none) and `segments_info`.
+
+        Returns:
+            one dict per image with `scores` (N,), `labels` (N,) int64, `boxes` (N, 4) float32 in canvas pixels and
+            `masks` or `segmentation` + `segments_info`, by descending score.
+        """
+        batch_size = self._batch_size(outputs)
+        all_mask_probs = _output_field(outputs, "mask_probs")
+        if all_mask_probs is None:
+            raise ValueError("The model outputs have no 'mask_probs'; use post_process_object_detection instead.")
+        plan = self._rescale_plan(outputs, batch_size, target_sizes)
+        results = []
+        for index, (height, width, width_scale, height_scale) in enumerate(plan):
+            order, boxes, scores, labels = self._selected_detections(outputs, index, threshold)
+            boxes = rescale_boxes(boxes, width_scale, height_scale)
+            mask_probs = all_mask_probs[index][order]
+            result = {"scores": scores, "labels": labels, "boxes": boxes}
+            if return_binary_maps:
+                result["masks"] = paste_masks(mask_probs, boxes, height, width, mask_threshold)
+            else:
+                result.update(self._segmentation_map(mask_probs, boxes, scores, labels, height, width, mask_threshold))
+            results.append(result)
+        return results
+
+    @staticmethod
+    def _segmentation_map(mask_probs: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+                          height: int, width: int, mask_threshold: float) -> dict[str, Any]:
+        """(H, W) int64 instance-index map (-1 = none; higher score wins overlaps) and its `segments_info`."""
+        segmentation = torch.full((height, width), -1, dtype=torch.int64, device=boxes.device)
+        for index, rows, columns, window in iter_pasted_masks(mask_probs, boxes, height, width, mask_threshold):
+            region = segmentation[rows, columns]
+            region[window & (region < 0)] = index
+        segments_info = [{"id": index, "label_id": int(labels[index]), "score": float(scores[index]),
+                          "was_fused": False} for index in range(scores.shape[0])]
+        return {"segmentation": segmentation, "segments_info": segments_info}
+
+
+__all__ = ["MaskRCNNImageProcessor", "load_image", "resize_bilinear_uint8", "compute_rescaled_size", "paste_masks"]
