@@ -154,9 +154,11 @@ def _array_values_to_uint8(array: np.ndarray) -> np.ndarray:
                              f"{array.min()}..{array.max()}); pass uint16 data as dtype uint16.")
         return array.astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-            raise ValueError(f"floating-point pixel values must be finite and lie in [0, 1] (got "
-                             f"{np.nanmin(array)}..{np.nanmax(array)}); convert 0..255 data to uint8 first.")
+        if not np.isfinite(array).all():
+            raise ValueError("floating-point pixel values must be finite (found NaN or infinity).")
+        if array.min() < 0 or array.max() > 1:
+            raise ValueError(f"floating-point pixel values must lie in [0, 1] (got {array.min()}..{array.max()}); "
+                             f"convert 0..255 data to uint8 first.")
         return np.rint(array.astype(np.float64) * UINT8_MAX).astype(np.uint8)
     raise ValueError(f"unsupported pixel dtype {array.dtype}.")
 
@@ -530,7 +532,9 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
     @staticmethod
     def _normalize(rgb: np.ndarray, settings: Mapping[str, Any]) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> (3, H, W) float32: channel flip on uint8, float, (x - mean) / std (MMDetection)."""
-        pixels = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+        if not (rgb.flags.writeable and rgb.flags.c_contiguous):
+            rgb = np.array(rgb, order="C")  # torch.from_numpy needs a writable array
+        pixels = torch.from_numpy(rgb).permute(2, 0, 1)
         if settings["input_channel_order"] == "bgr":
             pixels = pixels.flip(0)
         pixels = pixels.float()
