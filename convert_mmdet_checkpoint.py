@@ -343,8 +343,13 @@ def download_checkpoint(url: str, cache_dir: Optional[Union[str, Path]] = None,
             logger.info("Using cached %s", target)
             return target
         logger.warning("Cached %s does not match its sha256 prefix %s; downloading it again.", target, sha256_prefix)
-    cache.mkdir(parents=True, exist_ok=True)
-    handle, partial_name = tempfile.mkstemp(prefix=f".{file_name}.", suffix=".part", dir=cache)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        handle, partial_name = tempfile.mkstemp(prefix=f".{file_name}.", suffix=".part", dir=cache)
+    except OSError as error:
+        raise ConversionError(
+            f"Cannot write to the download cache {cache} ({error.strerror or error}); choose another with "
+            f"--cache-dir or ${CACHE_DIR_ENV}.") from None
     os.close(handle)
     partial = Path(partial_name)
     try:
@@ -938,14 +943,19 @@ def convert_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] 
     prepared = prepare_conversion(config_name, state_dict, meta, class_names)
     del state_dict
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    staging: Optional[Path] = None
     try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
         os.chmod(staging, 0o755)
         write_hf_folder(prepared, staging)
         _publish_folder(staging, output_dir)
+    except OSError as error:
+        raise ConversionError(
+            f"Writing {output_dir} failed ({error.strerror or error}); the checkpoint itself is valid, and no "
+            "partial folder was left behind.") from None
     finally:
-        if staging.exists():
+        if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     logger.info("Wrote %s (%d tensors, %d classes) from %s", output_dir, len(prepared.hf_state_dict),
                 prepared.config.num_labels, checkpoint_path)

@@ -247,7 +247,9 @@ def test_config_json_has_remote_code_entries(zoo_checkpoint_file, fast_tmp):
         assert (output / file_name).is_file() == (REPO_ROOT / file_name).is_file(), file_name
 
 
-def test_output_loads_with_autoconfig(zoo_checkpoint_file, fast_tmp):
+def test_output_loads_with_auto_classes(zoo_checkpoint_file, fast_tmp):
+    """The folder loads through transformers' remote-code path; the model and image processor parts run when
+    their code files exist at the repository root (they are written alongside this converter)."""
     from transformers import AutoConfig
 
     output = convert_checkpoint(R50_CAFFE, zoo_checkpoint_file(R50_CAFFE), fast_tmp / "caffe_out")
@@ -255,6 +257,19 @@ def test_output_loads_with_autoconfig(zoo_checkpoint_file, fast_tmp):
     assert type(config).__name__ == "MaskRCNNConfig"
     assert config.backbone_style == "caffe" and config.input_channel_order == "bgr"
     assert config.id2label[79] == "toothbrush" and config.label2id["person"] == 0
+
+    if (output / "modeling_mask_rcnn.py").is_file():
+        from transformers import AutoModelForInstanceSegmentation
+
+        model, info = AutoModelForInstanceSegmentation.from_pretrained(output, trust_remote_code=True,
+                                                                       output_loading_info=True)
+        assert type(model).__name__ == "MaskRCNNForInstanceSegmentation"
+        assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    if (output / "image_processing_mask_rcnn.py").is_file():
+        from transformers import AutoImageProcessor
+
+        processor = AutoImageProcessor.from_pretrained(output, trust_remote_code=True)
+        assert type(processor).__name__ == "MaskRCNNImageProcessor"
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
@@ -702,3 +717,14 @@ def test_cli_main_reports_errors_in_one_message(fast_tmp, capsys):
     assert exit_code == 1
     assert captured.err.strip().splitlines()[-1].startswith(f"error: {text_file} is not a readable PyTorch checkpoint")
     assert "Traceback" not in captured.err and not (fast_tmp / "y").exists()
+
+
+def test_write_failure_leaves_no_partial_folder(zoo_checkpoint_file, fast_tmp, monkeypatch):
+    def disk_full(prepared, folder, code_dir=convert.REPO_ROOT):
+        (folder / "config.json").write_text("{}")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(convert, "write_hf_folder", disk_full)
+    with pytest.raises(ConversionError, match=r"Writing .*out failed \(No space left on device\)"):
+        convert_checkpoint(R50, zoo_checkpoint_file(R50), fast_tmp / "out")
+    assert list(fast_tmp.iterdir()) == []
