@@ -333,10 +333,13 @@ def download_checkpoint(url: str, cache_dir: Optional[Union[str, Path]] = None,
     """Download `url` into the cache (once) and return the local path.
 
     When `sha256_prefix` is given, a cached copy is reused only if it matches, and a fresh download that does not
-    match is deleted and reported with both hashes.
+    match is deleted and reported with both hashes. Files without a known hash are cached under a folder named
+    after the URL, so two URLs ending in the same file name never share a cache entry.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     file_name = os.path.basename(urllib.parse.urlparse(url).path) or "checkpoint.pth"
+    if sha256_prefix is None:
+        cache = cache / f"url-{hashlib.sha256(url.encode('utf-8')).hexdigest()[:16]}"
     target = cache / file_name
     if target.is_file():
         if sha256_prefix is None or sha256_of_file(target).startswith(sha256_prefix):
@@ -533,7 +536,7 @@ def _summarise(items: Sequence[str], limit: int = _MAX_LISTED) -> str:
 
 def _backbone_name(depth: Optional[int], groups: int, base_width: int, stage_blocks: Sequence[int]) -> str:
     blocks = "-".join(map(str, stage_blocks))
-    depth_text = str(depth) if depth is not None else f"? (blocks {blocks})"
+    depth_text = str(depth) if depth is not None else "?"
     if groups > 1:
         return f"ResNeXt-{depth_text} {groups}x{base_width}d (blocks {blocks})"
     return f"ResNet-{depth_text} (blocks {blocks})"
@@ -558,9 +561,9 @@ def _checkpoint_backbone(state_dict: Mapping[str, torch.Tensor]) -> Optional[Tup
 
 def _configs_matching(stage_blocks: Sequence[int], groups: int, base_width: int) -> List[str]:
     matches = []
+    depth = _DEPTH_BY_STAGE_BLOCKS.get(tuple(stage_blocks))
     for name, entry in ZOO.items():
         kwargs = entry.config_kwargs()
-        depth = _DEPTH_BY_STAGE_BLOCKS.get(tuple(stage_blocks))
         if kwargs["backbone_depth"] == depth and kwargs["backbone_groups"] == groups and (
             groups == 1 or kwargs["backbone_base_width"] == base_width
         ):
