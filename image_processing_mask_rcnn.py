@@ -54,7 +54,7 @@ UINT8_MAX = 255
 UINT16_MAX = 65535
 SIXTEEN_TO_EIGHT_BIT_SHIFT = 8  # libpng strip_16 / OpenCV: keep the high byte
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-MAX_ALPHA_CHANNELS = 4  # gray, gray+alpha, RGB, RGBA
+MAX_CHANNELS = 4  # gray, gray+alpha, RGB, RGBA
 # Mask pasting evaluates grid_sample on at most this many canvas pixels at a time (~12 bytes each).
 PASTE_CHUNK_PIXELS = 1 << 20
 
@@ -130,14 +130,14 @@ def _array_layout_to_hwc(array: np.ndarray, channels_first_preferred: bool) -> n
     if array.ndim != 3:
         raise ValueError(f"expected an array of 2 or 3 dimensions (H, W[, C]) or (C, H, W), got shape "
                          f"{tuple(array.shape)}.")
-    first_is_channels = array.shape[0] <= MAX_ALPHA_CHANNELS
-    last_is_channels = array.shape[2] <= MAX_ALPHA_CHANNELS
+    first_is_channels = 1 <= array.shape[0] <= MAX_CHANNELS
+    last_is_channels = 1 <= array.shape[2] <= MAX_CHANNELS
     if first_is_channels and (channels_first_preferred or not last_is_channels):
         return array.transpose(1, 2, 0)
     if last_is_channels:
         return array
     raise ValueError(f"cannot find the channel axis of shape {tuple(array.shape)}: the first or last axis must "
-                     f"have 1 to {MAX_ALPHA_CHANNELS} channels.")
+                     f"have 1 to {MAX_CHANNELS} channels.")
 
 
 def _array_values_to_uint8(array: np.ndarray) -> np.ndarray:
@@ -170,6 +170,8 @@ def array_to_rgb_array(array: np.ndarray, channels_first_preferred: bool = False
     for numpy arrays and the first for torch tensors (`channels_first_preferred`). Alpha is dropped.
     """
     hwc = _array_layout_to_hwc(np.asarray(array), channels_first_preferred)
+    if hwc.size == 0:
+        raise ValueError(f"the image is empty (shape {tuple(np.shape(array))}).")
     pixels = _array_values_to_uint8(hwc)
     num_channels = pixels.shape[2]
     if num_channels in (1, 2):

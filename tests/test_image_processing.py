@@ -342,6 +342,8 @@ def test_array_and_tensor_layouts_and_dtypes_agree():
 
 @pytest.mark.parametrize("bad_input, error, message", [
     (np.zeros((0, 5, 3), np.uint8), ValueError, "empty"),
+    (torch.zeros((3, 0, 5)), ValueError, "empty"),
+    (np.zeros((5, 0), np.float32), ValueError, "empty"),
     (np.zeros((5, 5, 3), np.float32) + 2.0, ValueError, r"\[0, 1\]"),
     (np.full((5, 5, 3), np.nan, np.float32), ValueError, "finite"),
     (np.zeros((5, 5, 3), np.int32) - 1, ValueError, "0..255"),
