@@ -191,6 +191,47 @@ def batched_non_maximum_suppression(
 # ================================================================================================================
 
 
+class MaskRCNNFrozenBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm that always normalises with its running statistics (MMDetection's `norm_eval=True`).
+
+    Same parameters and state-dict keys as `nn.BatchNorm2d`. In `numerics="fast"` mode the backbone folds it into
+    the preceding convolution instead (`folded_conv_parameters`), which saves a full pass over every feature map.
+    """
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(
+            hidden_states, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+        )
+
+    def folded_conv_parameters(self, conv: nn.Conv2d) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Weight `(out, in / groups, k, k)` and bias `(out,)` of `conv` followed by this batch norm.
+
+        Computed in float64 once and cached; the cache is rebuilt whenever any of the tensors it was made from is
+        replaced or modified in place (loading weights, `.to()`, `.half()`).
+        """
+        sources = (conv.weight, self.weight, self.bias, self.running_mean, self.running_var)
+        cache_key = tuple((tensor.data_ptr(), tensor._version, tensor.dtype, tensor.device) for tensor in sources)
+        cached = getattr(self, "_folded_cache", None)
+        if cached is not None and cached[0] == cache_key:
+            return cached[1], cached[2]
+        with torch.no_grad():
+            scale = self.weight.double() / torch.sqrt(self.running_var.double() + self.eps)
+            weight = (conv.weight.double() * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype)
+            bias = (self.bias.double() - self.running_mean.double() * scale).to(conv.weight.dtype)
+        self._folded_cache = (cache_key, weight, bias)
+        return weight, bias
+
+
+def convolution_with_batch_norm(
+    hidden_states: torch.Tensor, conv: nn.Conv2d, batch_norm: MaskRCNNFrozenBatchNorm2d, fold: bool
+) -> torch.Tensor:
+    """`batch_norm(conv(hidden_states))`, or one convolution with the batch norm folded in when `fold` is set."""
+    if not fold:
+        return batch_norm(conv(hidden_states))
+    weight, bias = batch_norm.folded_conv_parameters(conv)
+    return F.conv2d(hidden_states, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
 class MaskRCNNBottleneck(nn.Module):
     """ResNet/ResNeXt bottleneck: 1x1 -> 3x3 (grouped for ResNeXt) -> 1x1, plus identity or projection shortcut.
 
@@ -207,26 +248,28 @@ class MaskRCNNBottleneck(nn.Module):
         out_channels = planes * self.expansion
         first_stride, middle_stride = (stride, 1) if style == "caffe" else (1, stride)
         self.conv1 = nn.Conv2d(in_channels, width, 1, stride=first_stride, bias=False)
-        self.bn1 = nn.BatchNorm2d(width, eps=batch_norm_eps)
+        self.bn1 = MaskRCNNFrozenBatchNorm2d(width, eps=batch_norm_eps)
         self.conv2 = nn.Conv2d(width, width, 3, stride=middle_stride, padding=1, groups=groups, bias=False)
-        self.bn2 = nn.BatchNorm2d(width, eps=batch_norm_eps)
+        self.bn2 = MaskRCNNFrozenBatchNorm2d(width, eps=batch_norm_eps)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_channels, eps=batch_norm_eps)
+        self.bn3 = MaskRCNNFrozenBatchNorm2d(out_channels, eps=batch_norm_eps)
         self.relu = nn.ReLU(inplace=True)
         self.downsample: Optional[nn.Sequential] = None
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels, eps=batch_norm_eps),
+                MaskRCNNFrozenBatchNorm2d(out_channels, eps=batch_norm_eps),
             )
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, fold_batch_norms: bool = False) -> torch.Tensor:
         shortcut = hidden_states
-        out = self.relu(self.bn1(self.conv1(hidden_states)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.relu(convolution_with_batch_norm(hidden_states, self.conv1, self.bn1, fold_batch_norms))
+        out = self.relu(convolution_with_batch_norm(out, self.conv2, self.bn2, fold_batch_norms))
+        out = convolution_with_batch_norm(out, self.conv3, self.bn3, fold_batch_norms)
         if self.downsample is not None:
-            shortcut = self.downsample(hidden_states)
+            shortcut = convolution_with_batch_norm(
+                hidden_states, self.downsample[0], self.downsample[1], fold_batch_norms
+            )
         out += shortcut
         return self.relu(out)
 
@@ -240,7 +283,7 @@ class MaskRCNNResNetBackbone(nn.Module):
     def __init__(self, config: MaskRCNNConfig) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, eps=config.batch_norm_eps)
+        self.bn1 = MaskRCNNFrozenBatchNorm2d(64, eps=config.batch_norm_eps)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         in_channels = 64
@@ -262,11 +305,14 @@ class MaskRCNNResNetBackbone(nn.Module):
                 in_channels = planes * MaskRCNNBottleneck.expansion
             self.add_module(f"layer{stage_index + 1}", nn.Sequential(*blocks))
 
-    def forward(self, pixel_values: torch.Tensor) -> List[torch.Tensor]:
-        hidden_states = self.maxpool(self.relu(self.bn1(self.conv1(pixel_values))))
+    def forward(self, pixel_values: torch.Tensor, fold_batch_norms: bool = False) -> List[torch.Tensor]:
+        """`fold_batch_norms=True` runs each convolution with its batch norm folded in (fast numerics)."""
+        hidden_states = convolution_with_batch_norm(pixel_values, self.conv1, self.bn1, fold_batch_norms)
+        hidden_states = self.maxpool(self.relu(hidden_states))
         stage_outputs = []
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            hidden_states = stage(hidden_states)
+            for block in stage:
+                hidden_states = block(hidden_states, fold_batch_norms)
             stage_outputs.append(hidden_states)
         return stage_outputs
 
@@ -786,10 +832,18 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         sizes = [(int(height), int(width)) for height, width in image_sizes.tolist()]
         if len(sizes) != batch_size:
             raise ValueError(f"image_sizes has {len(sizes)} rows for a batch of {batch_size} images.")
+        exact = self.config.numerics == "exact"
+        if exact and self.dtype != torch.float32:
+            raise ValueError(
+                f"numerics='exact' reproduces MMDetection's float32 results and cannot run in {self.dtype}; load the "
+                "model in float32 or use numerics='fast'."
+            )
         pixel_values = pixel_values.to(self.dtype)
+        if not exact:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
 
-        # 1. backbone and feature pyramid: P2..P6
-        pyramid = self.fpn(self.backbone(pixel_values))
+        # 1. backbone and feature pyramid: P2..P6 (fast numerics: batch norms folded into the convolutions)
+        pyramid = self.fpn(self.backbone(pixel_values, fold_batch_norms=not exact))
         # 2. region proposals per image
         proposal_boxes, proposal_scores = self.propose(pyramid, sizes)
         # 3. box head + class-wise NMS -> detections in the resized frame
