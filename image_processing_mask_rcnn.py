@@ -247,14 +247,26 @@ def resize_bilinear_uint8(image: np.ndarray, new_width: int, new_height: int) ->
     """Pure NumPy `cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_LINEAR)`, bit for bit.
 
     Args:
-        image: (H, W, C) uint8.
+        image: (H, W, C) or (H, W) uint8.
     Returns:
-        (new_height, new_width, C) uint8.
+        (new_height, new_width, C) or (new_height, new_width) uint8.
 
     Horizontal pass: `S = p[x0] * a0 + p[x0 + 1] * a1` with 11-bit weights; columns left of the first or right of
     the last source pixel use that pixel with weight (2048, 0). Vertical pass: rows are clamped to the image but keep
     their unclamped weights, and the sum is rounded in three steps like OpenCV's `VResizeLinearVec_32s8u`.
     """
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or image.size == 0:
+        raise ValueError(f"resize_bilinear_uint8 needs a non-empty (H, W[, C]) uint8 array, got {image.dtype} "
+                         f"{image.shape}.")
+    if new_width < 1 or new_height < 1:
+        raise ValueError(f"The target size must be at least 1x1 pixels, got {new_width}x{new_height}.")
+    if image.ndim == 2:
+        return _resize_channels_last(image[:, :, None], new_width, new_height)[:, :, 0]
+    return _resize_channels_last(image, new_width, new_height)
+
+
+def _resize_channels_last(image: np.ndarray, new_width: int, new_height: int) -> np.ndarray:
+    """`resize_bilinear_uint8` for a validated (H, W, C) image."""
     height, width = image.shape[:2]
     if (new_height, new_width) == (height, width):
         return image.copy()

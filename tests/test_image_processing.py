@@ -126,6 +126,16 @@ def test_resize_without_opencv_keeps_constant_images_and_averages_exact_halving(
     np.testing.assert_array_equal(halved, (blocks + 2) >> 2)
 
 
+@needs_cv2
+def test_resize_accepts_two_dimensional_images_and_rejects_bad_ones():
+    image = random_image(11, 23, 1, seed=7)[:, :, 0]
+    np.testing.assert_array_equal(resize_bilinear_uint8(image, 30, 17), cv2.resize(image, (30, 17)))
+    with pytest.raises(ValueError, match="uint8"):
+        resize_bilinear_uint8(image.astype(np.float32), 30, 17)
+    with pytest.raises(ValueError, match="1x1"):
+        resize_bilinear_uint8(image, 0, 17)
+
+
 def test_resize_speed_of_pure_implementation():
     image = random_image(480, 640, 3)
     durations = []
