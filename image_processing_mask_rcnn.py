@@ -269,34 +269,48 @@ def _resize_channels_last(image: np.ndarray, new_width: int, new_height: int) ->
     """`resize_bilinear_uint8` for a validated (H, W, C) image."""
     height, width = image.shape[:2]
     if (new_height, new_width) == (height, width):
-        return image.copy()
+        return image.copy()  # cv::resize copies when the size is unchanged
     if (height, width) == (2 * new_height, 2 * new_width):
         return _resize_halve(image)
 
-    columns, column_fraction = _linear_source_taps(width, new_width)
-    outside = (columns < 0) | (columns >= width - 1)
-    column_fraction[outside] = 0.0
-    columns = np.clip(columns, 0, width - 1)
-    next_columns = np.minimum(columns + 1, width - 1)
-    left_weight, right_weight = _fixed_point_weights(column_fraction)
-
     rows, row_fraction = _linear_source_taps(height, new_height)
-    top_weight, bottom_weight = _fixed_point_weights(row_fraction)
     top_rows, bottom_rows = np.clip(rows, 0, height - 1), np.clip(rows + 1, 0, height - 1)
     used_rows, row_lookup = np.unique(np.concatenate([top_rows, bottom_rows]), return_inverse=True)
+    horizontal = _horizontal_pass(image[used_rows], new_width)
+    top_weight, bottom_weight = _fixed_point_weights(row_fraction)
+    return _vertical_pass(horizontal, row_lookup[:new_height], row_lookup[new_height:], top_weight, bottom_weight)
 
-    source = image[used_rows]
-    horizontal = np.take(source, columns, axis=1).astype(np.int32)
+
+def _horizontal_pass(rows: np.ndarray, new_width: int) -> np.ndarray:
+    """(R, W, C) uint8 -> (R, new_width, C) int32 `p[x0] * a0 + p[x0 + 1] * a1`, already shifted right by 4.
+
+    Outside the source (left of pixel 0 or from the last pixel on) OpenCV takes the edge pixel with weights (2048, 0).
+    """
+    width = rows.shape[1]
+    columns, fraction = _linear_source_taps(width, new_width)
+    outside = (columns < 0) | (columns >= width - 1)
+    fraction[outside] = 0.0
+    columns = np.clip(columns, 0, width - 1)
+    left_weight, right_weight = _fixed_point_weights(fraction)
+    horizontal = np.take(rows, columns, axis=1).astype(np.int32)
     horizontal *= left_weight[None, :, None]
-    right = np.take(source, next_columns, axis=1).astype(np.int32)
+    right = np.take(rows, np.minimum(columns + 1, width - 1), axis=1).astype(np.int32)
     right *= right_weight[None, :, None]
     horizontal += right
     horizontal >>= VERTICAL_PRE_SHIFT
+    return horizontal
 
-    top = np.take(horizontal, row_lookup[:new_height], axis=0)
+
+def _vertical_pass(horizontal: np.ndarray, top_index: np.ndarray, bottom_index: np.ndarray, top_weight: np.ndarray,
+                   bottom_weight: np.ndarray) -> np.ndarray:
+    """Blends rows of the horizontal pass: `((b0 * S0) >> 16) + ((b1 * S1) >> 16) + 2) >> 2`, saturated to uint8.
+
+    Row indices are clamped into the image while the weights stay those of the unclamped coordinate (as in OpenCV).
+    """
+    top = np.take(horizontal, top_index, axis=0)
     top *= top_weight[:, None, None]
     top >>= VERTICAL_MULHI_SHIFT
-    bottom = np.take(horizontal, row_lookup[new_height:], axis=0)
+    bottom = np.take(horizontal, bottom_index, axis=0)
     bottom *= bottom_weight[:, None, None]
     bottom >>= VERTICAL_MULHI_SHIFT
     top += bottom
@@ -391,12 +405,18 @@ def _output_field(outputs: Any, name: str) -> Any:
     return getattr(outputs, name, None)
 
 
+def _number_pair(pair: Any, what: str) -> tuple[float, float]:
+    """Two Python numbers from a tensor, array or sequence of length 2."""
+    values = pair.tolist() if hasattr(pair, "tolist") else list(pair)
+    if len(values) != 2:
+        raise ValueError(f"{what} must hold 2 numbers, got {values}.")
+    return values[0], values[1]
+
+
 def _size_pair(size: Any, what: str) -> tuple[int, int]:
     """(height, width) as Python ints from a tensor, array or sequence of two numbers."""
-    values = size.tolist() if hasattr(size, "tolist") else list(size)
-    if len(values) != 2:
-        raise ValueError(f"{what} must be (height, width), got {values}.")
-    return int(values[0]), int(values[1])
+    height, width = _number_pair(size, what)
+    return int(height), int(width)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -605,7 +625,8 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         for index in range(batch_size):
             original_height, original_width = _size_pair(original_sizes[index], "original_sizes rows")
             if scale_factors is not None:
-                width_scale, height_scale = (float(value) for value in scale_factors[index].tolist())
+                width_scale, height_scale = (float(value) for value in _number_pair(scale_factors[index],
+                                                                                     "scale_factors rows"))
             else:
                 image_height, image_width = _size_pair(image_sizes[index], "image_sizes rows")
                 width_scale, height_scale = image_width / original_width, image_height / original_height
