@@ -1,0 +1,385 @@
+# Copyright 2026 The Mask R-CNN Hub port authors. Apache-2.0.
+"""End-to-end Mask R-CNN latency and memory: this model vs torchvision vs MMDetection, same machine, same run.
+
+    python tools/benchmark.py [--image PATH] [--runs 5] [--threads N]
+
+* this model: synthetic R50-FPN weights (tests/fixtures) that yield ~100 real detections, in numerics "fast"
+  (default), "exact", and bfloat16 when the CPU has native bf16 support (or --bf16 forces it);
+* torchvision `maskrcnn_resnet50_fpn` (frozen BN as with pretrained weights) carrying the SAME synthetic
+  weights (classes moved to torchvision's background-first 91-class layout), 1000 proposals, 100 detections;
+* MMDetection 3.3.0 (`inference_detector`) when importable — run this script with the reference venv's python
+  (tools/setup_mmdet_reference.sh, plus `pip install transformers`) to include it.
+
+Latency is split into preprocess / model / post-process where the framework allows it; runs are interleaved
+(A B C A B C ...) after a warm-up and the median is reported, with ratios against each peer. Peak memory is the
+peak resident-set growth over a loaded model, sampled every 2 ms, each contender in a fresh subprocess.
+`--paste-memory` adds the post-processing memory check on a 4000x3000 canvas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _path in (REPO_ROOT, os.path.join(REPO_ROOT, "tools")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+VARIANT = "mask-rcnn_r50_fpn_1x_coco"
+DEFAULT_IMAGE = os.path.join(REPO_ROOT, "tests", "fixtures", "images", "portrait_427x640.png")
+
+
+# ------------------------------------------------------------------------------------------------ measurement
+class PeakMemorySampler:
+    """Context manager: peak growth of this process' resident memory (bytes) while the block runs."""
+
+    def __init__(self, interval_s: float = 0.002) -> None:
+        self.interval_s = interval_s
+        self.peak_growth = 0
+
+    @staticmethod
+    def resident_bytes() -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_growth = max(self.peak_growth, self.resident_bytes() - self.baseline)
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> "PeakMemorySampler":
+        self.baseline = self.resident_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_growth = max(self.peak_growth, self.resident_bytes() - self.baseline)
+
+
+def timed(function: Callable, *args):
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------------------------ contenders
+class OurModel:
+    """This repository's model + image processor."""
+
+    def __init__(self, numerics: str = "fast", dtype: torch.dtype = torch.float32) -> None:
+        from parity import build_model, build_processor
+
+        self.name = f"ours ({numerics}, {str(dtype).replace('torch.', '')})"
+        self.model = build_model(VARIANT, numerics, dtype)
+        self.processor = build_processor(self.model)
+
+    def preprocess(self, image: Image.Image):
+        return self.processor(images=image, return_tensors="pt")
+
+    def forward(self, inputs):
+        with torch.inference_mode():
+            return self.model(**inputs)
+
+    def postprocess(self, outputs):
+        return self.processor.post_process_instance_segmentation(outputs, threshold=0.0)[0]
+
+    @staticmethod
+    def count(result) -> int:
+        return int(result["scores"].numel())
+
+
+def torchvision_state_dict_from_synthetic() -> Dict[str, torch.Tensor]:
+    """Our synthetic MMDetection weights renamed to torchvision's Mask R-CNN, classes moved to 91 bg-first."""
+    from synthetic_weights import make_synthetic_state_dict
+
+    source = make_synthetic_state_dict(VARIANT)
+    renamed: Dict[str, torch.Tensor] = {}
+    for key, value in source.items():
+        if key.startswith("backbone."):
+            renamed["backbone.body." + key[len("backbone."):]] = value
+    for level in range(4):
+        for ours, theirs in (("lateral_convs", "inner_blocks"), ("fpn_convs", "layer_blocks")):
+            for part in ("weight", "bias"):
+                renamed[f"backbone.fpn.{theirs}.{level}.0.{part}"] = source[f"neck.{ours}.{level}.conv.{part}"]
+    for part in ("weight", "bias"):
+        renamed[f"rpn.head.conv.0.0.{part}"] = source[f"rpn_head.rpn_conv.{part}"]
+        renamed[f"rpn.head.cls_logits.{part}"] = source[f"rpn_head.rpn_cls.{part}"]
+        renamed[f"rpn.head.bbox_pred.{part}"] = source[f"rpn_head.rpn_reg.{part}"]
+        renamed[f"roi_heads.box_head.fc6.{part}"] = source[f"roi_head.bbox_head.shared_fcs.0.{part}"]
+        renamed[f"roi_heads.box_head.fc7.{part}"] = source[f"roi_head.bbox_head.shared_fcs.1.{part}"]
+        for index in range(4):
+            renamed[f"roi_heads.mask_head.{index}.0.{part}"] = source[f"roi_head.mask_head.convs.{index}.conv.{part}"]
+        renamed[f"roi_heads.mask_predictor.conv5_mask.{part}"] = source[f"roi_head.mask_head.upsample.{part}"]
+    # classes: ours 0..79 + background last -> torchvision background 0, classes 1..80, 10 unused slots
+    cls_weight, cls_bias = source["roi_head.bbox_head.fc_cls.weight"], source["roi_head.bbox_head.fc_cls.bias"]
+    new_weight = torch.zeros(91, cls_weight.shape[1])
+    new_bias = torch.full((91,), -1e4)
+    new_weight[0], new_bias[0] = cls_weight[80], cls_bias[80]
+    new_weight[1:81], new_bias[1:81] = cls_weight[:80], cls_bias[:80]
+    renamed["roi_heads.box_predictor.cls_score.weight"], renamed["roi_heads.box_predictor.cls_score.bias"] = (
+        new_weight, new_bias)
+    # torchvision divides deltas by (10, 10, 5, 5); MMDetection multiplies by (0.1, 0.1, 0.2, 0.2): same scale
+    reg_weight, reg_bias = source["roi_head.bbox_head.fc_reg.weight"], source["roi_head.bbox_head.fc_reg.bias"]
+    new_reg_weight = torch.zeros(91 * 4, reg_weight.shape[1])
+    new_reg_bias = torch.zeros(91 * 4)
+    new_reg_weight[4:324], new_reg_bias[4:324] = reg_weight, reg_bias
+    renamed["roi_heads.box_predictor.bbox_pred.weight"] = new_reg_weight
+    renamed["roi_heads.box_predictor.bbox_pred.bias"] = new_reg_bias
+    mask_weight = source["roi_head.mask_head.conv_logits.weight"]
+    mask_bias = source["roi_head.mask_head.conv_logits.bias"]
+    new_mask_weight = torch.zeros(91, *mask_weight.shape[1:])
+    new_mask_bias = torch.zeros(91)
+    new_mask_weight[1:81], new_mask_bias[1:81] = mask_weight, mask_bias
+    renamed["roi_heads.mask_predictor.mask_fcn_logits.weight"] = new_mask_weight
+    renamed["roi_heads.mask_predictor.mask_fcn_logits.bias"] = new_mask_bias
+    return {key: value for key, value in renamed.items() if not key.endswith("num_batches_tracked")}
+
+
+class TorchvisionModel:
+    """torchvision's maskrcnn_resnet50_fpn with frozen BN (as with pretrained weights) and our synthetic weights."""
+
+    name = "torchvision maskrcnn_resnet50_fpn"
+
+    def __init__(self) -> None:
+        from torchvision.models import resnet50
+        from torchvision.models.detection import MaskRCNN
+        from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+        from torchvision.ops.misc import FrozenBatchNorm2d
+
+        backbone = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=FrozenBatchNorm2d), 3)
+        self.model = MaskRCNN(backbone, num_classes=91, min_size=800, max_size=1333, rpn_pre_nms_top_n_test=1000,
+                              rpn_post_nms_top_n_test=1000, box_score_thresh=0.05, box_nms_thresh=0.5,
+                              box_detections_per_img=100).eval()
+        missing, unexpected = self.model.load_state_dict(torchvision_state_dict_from_synthetic(), strict=False)
+        if unexpected or missing:
+            raise RuntimeError(f"torchvision weight mapping is incomplete: missing {missing}, unexpected {unexpected}")
+
+    def preprocess(self, image: Image.Image):
+        import torchvision.transforms.functional as TF
+
+        tensor = TF.pil_to_tensor(image.convert("RGB")).float().div_(255)
+        with torch.inference_mode():
+            images, _ = self.model.transform([tensor])
+        return {"tensor": tensor, "images": images, "original_size": tensor.shape[-2:]}
+
+    def forward(self, inputs):
+        model = self.model
+        with torch.inference_mode():
+            images = inputs["images"]
+            features = model.backbone(images.tensors)
+            proposals, _ = model.rpn(images, features)
+            detections, _ = model.roi_heads(features, proposals, images.image_sizes)
+        return {"detections": detections, "image_sizes": images.image_sizes, "original_size": inputs["original_size"]}
+
+    def postprocess(self, outputs):
+        with torch.inference_mode():
+            result = self.model.transform.postprocess(
+                outputs["detections"], outputs["image_sizes"], [tuple(outputs["original_size"])]
+            )[0]
+        result["masks"] = result["masks"][:, 0] >= 0.5
+        return result
+
+    @staticmethod
+    def count(result) -> int:
+        return int(result["scores"].numel())
+
+
+class MMDetectionModel:
+    """MMDetection 3.3.0's inference_detector on the same synthetic checkpoint (needs the reference venv)."""
+
+    name = "MMDetection 3.3.0"
+
+    def __init__(self) -> None:
+        from mmdet.apis import init_detector  # noqa: F401  (import error = not available)
+        from mmengine.dataset import Compose, pseudo_collate
+        from make_golden import mmdet_config_file
+        from synthetic_weights import save_synthetic_checkpoint
+
+        self._compose, self._collate = Compose, pseudo_collate
+        self._workdir = tempfile.mkdtemp(prefix="mmdet-bench-")
+        checkpoint = os.path.join(self._workdir, "synthetic.pth")
+        save_synthetic_checkpoint(checkpoint, VARIANT)
+        from mmdet.apis import init_detector
+
+        self.model = init_detector(mmdet_config_file(VARIANT), checkpoint, device="cpu")
+        pipeline_config = self.model.cfg.test_dataloader.dataset.pipeline.copy()
+        pipeline_config[0] = dict(type="mmdet.LoadImageFromNDArray")
+        self.pipeline = Compose(pipeline_config)
+
+    def preprocess(self, image: Image.Image):
+        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
+        data = self._collate([self.pipeline(dict(img=bgr, img_id=0))])
+        with torch.no_grad():
+            return self.model.data_preprocessor(data, False)
+
+    def forward(self, inputs):
+        with torch.no_grad():  # MMDetection's predict includes box rescaling and mask pasting
+            return self.model(**inputs, mode="predict")
+
+    def postprocess(self, outputs):
+        return outputs[0].pred_instances
+
+    @staticmethod
+    def count(result) -> int:
+        return int(len(result))
+
+
+def make_contenders(include_bf16: bool, peers: List[str]) -> List[object]:
+    contenders: List[object] = [OurModel("fast"), OurModel("exact")]
+    if include_bf16:
+        contenders.append(OurModel("fast", torch.bfloat16))
+    if "torchvision" in peers:
+        contenders.append(TorchvisionModel())
+    if "mmdet" in peers:
+        try:
+            contenders.append(MMDetectionModel())
+        except ImportError as error:
+            print(f"MMDetection not importable here ({error}); run with the reference venv to include it.")
+    return contenders
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def run_once(contender, image: Image.Image) -> Dict[str, float]:
+    inputs, preprocess_s = timed(contender.preprocess, image)
+    outputs, model_s = timed(contender.forward, inputs)
+    result, postprocess_s = timed(contender.postprocess, outputs)
+    return {"preprocess": preprocess_s, "model": model_s, "postprocess": postprocess_s,
+            "total": preprocess_s + model_s + postprocess_s, "detections": contender.count(result)}
+
+
+def latency_table(contenders: List[object], image: Image.Image, runs: int, warmup: int) -> Dict[str, dict]:
+    for contender in contenders:
+        for _ in range(warmup):
+            run_once(contender, image)
+    samples: Dict[str, List[Dict[str, float]]] = {contender.name: [] for contender in contenders}
+    for _ in range(runs):  # interleaved, so drifting machine load hits every contender alike
+        for contender in contenders:
+            samples[contender.name].append(run_once(contender, image))
+    return {
+        name: {key: statistics.median(run[key] for run in runs_of) for key in runs_of[0]}
+        for name, runs_of in samples.items()
+    }
+
+
+def memory_probe(name: str, image_path: str) -> int:
+    """Peak memory growth of one end-to-end inference, measured in a fresh subprocess."""
+    command = [sys.executable, os.path.abspath(__file__), "--memory-probe", name, "--image", image_path,
+               "--threads", str(torch.get_num_threads())]
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    return int(json.loads(completed.stdout.strip().splitlines()[-1])["peak_growth"])
+
+
+def _probe(name: str, image_path: str) -> None:
+    contender = {
+        "ours-fast": lambda: OurModel("fast"),
+        "ours-bf16": lambda: OurModel("fast", torch.bfloat16),
+        "torchvision": TorchvisionModel,
+        "mmdet": MMDetectionModel,
+    }[name]()
+    image = Image.open(image_path)
+    image.load()
+    run_once(contender, image)  # warm-up: allocator pools and lazily built caches exist before measuring
+    with PeakMemorySampler() as sampler:
+        run_once(contender, image)
+    print(json.dumps({"peak_growth": sampler.peak_growth}))
+
+
+def paste_memory_check() -> None:
+    """Post-processing of 100 detections on a 4000x3000 image: peak growth beyond the N x H x W bool result."""
+    from parity import build_model, build_processor
+
+    model = build_model(VARIANT, "fast")
+    processor = build_processor(model)
+    image = Image.open(DEFAULT_IMAGE).convert("RGB").resize((3000, 4000))
+    inputs = processor(images=image, return_tensors="pt")
+    with torch.inference_mode():
+        outputs = model(**inputs)
+    count = int(outputs.scores[0].numel())
+    with PeakMemorySampler() as sampler:
+        result = processor.post_process_instance_segmentation(outputs, threshold=0.0)[0]
+    result_bytes = result["masks"].numel() * result["masks"].element_size()
+    extra = sampler.peak_growth - result_bytes
+    print(f"\npost-processing {count} detections on a 3000x4000 image: peak growth {sampler.peak_growth / 2**20:.0f} MiB"
+          f" = result {result_bytes / 2**20:.0f} MiB (bool N x H x W) + {extra / 2**20:.0f} MiB working memory")
+
+
+# ------------------------------------------------------------------------------------------------ main
+def cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", default=DEFAULT_IMAGE)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--peers", default="torchvision,mmdet", help="comma-separated: torchvision, mmdet")
+    parser.add_argument("--bf16", action="store_true", help="include bfloat16 even without native CPU support")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-contender memory subprocesses")
+    parser.add_argument("--paste-memory", action="store_true", help="also check mask-pasting memory at 4000x3000")
+    parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.memory_probe:
+        _probe(args.memory_probe, args.image)
+        return
+
+    image = Image.open(args.image)
+    image.load()
+    include_bf16 = args.bf16 or cpu_has_native_bf16()
+    contenders = make_contenders(include_bf16, [peer.strip() for peer in args.peers.split(",") if peer.strip()])
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+          f", {args.threads} threads; image {os.path.basename(args.image)} {image.size[0]}x{image.size[1]}; "
+          f"median of {args.runs} interleaved runs after {args.warmup} warm-up")
+    table = latency_table(contenders, image, args.runs, args.warmup)
+    reference = table[contenders[0].name]["total"]
+    peers = {name: row["total"] for name, row in table.items() if not name.startswith("ours")}
+    header = f"{'contender':36} {'preproc s':>9} {'model s':>8} {'postproc s':>10} {'total s':>8} {'dets':>5}"
+    header += "".join(f" {'ours-fast/' + name.split()[0]:>22}" for name in peers)
+    print(header)
+    for name, row in table.items():
+        line = (f"{name:36} {row['preprocess']:9.3f} {row['model']:8.3f} {row['postprocess']:10.3f} "
+                f"{row['total']:8.3f} {int(row['detections']):5d}")
+        if name == contenders[0].name:
+            line += "".join(f" {reference / total:22.2f}" for total in peers.values())
+        print(line)
+    for contender in contenders[1:]:
+        if contender.name.startswith("ours"):
+            print(f"{contender.name} / {contenders[0].name}: {table[contender.name]['total'] / reference:.2f}")
+    if not args.no_memory:
+        print("\npeak memory growth of one end-to-end inference (fresh process, model loaded):")
+        probes = ["ours-fast"] + (["ours-bf16"] if include_bf16 else [])
+        probes += [name for name, cls in (("torchvision", TorchvisionModel), ("mmdet", MMDetectionModel))
+                   if any(isinstance(c, cls) for c in contenders)]
+        for probe in probes:
+            print(f"  {probe:12} {memory_probe(probe, args.image) / 2**20:8.0f} MiB")
+    if args.paste_memory:
+        paste_memory_check()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+# Copyright 2026 The Mask R-CNN Hub port authors. Apache-2.0.
+"""Run our model on the MMDetection golden fixtures and measure how close it is.
+
+Used by tests/test_parity.py and, as a script, to print the parity table quoted in the README:
+
+    python tools/parity.py [--numerics exact|fast|both] [--variant NAME] [--dtype float32|bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for path in (REPO_ROOT, os.path.join(REPO_ROOT, "tools")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from convert_mmdet_checkpoint import mmdet_key_to_hf_key, zoo_config  # noqa: E402
+from golden import golden_cases, image_path, inputs_sha256, load_golden, pixel_values_from_preprocessed  # noqa: E402
+from image_processing_mask_rcnn import MaskRCNNImageProcessor  # noqa: E402
+from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation  # noqa: E402
+from synthetic_weights import config_name_of, make_synthetic_state_dict  # noqa: E402
+
+
+def build_model(variant: str, numerics: str = "exact", dtype: torch.dtype = torch.float32):
+    """Our model with the synthetic weights of a golden variant (converted MMDetection key names)."""
+    config = zoo_config(config_name_of(variant), numerics=numerics)
+    model = MaskRCNNForInstanceSegmentation(config).eval()
+    state_dict = {mmdet_key_to_hf_key(key): value for key, value in make_synthetic_state_dict(variant).items()}
+    model.load_state_dict(state_dict, strict=True)
+    return model.to(dtype)
+
+
+def build_processor(model: MaskRCNNForInstanceSegmentation) -> MaskRCNNImageProcessor:
+    """The image processor matching a model's normalisation and resize settings."""
+    config = model.config
+    return MaskRCNNImageProcessor(
+        image_mean=config.image_mean, image_std=config.image_std, input_channel_order=config.input_channel_order,
+        resize_scale=config.resize_scale, size_divisor=config.size_divisor,
+    )
+
+
+@dataclass
+class CaseResult:
+    """Outputs of our model on one golden case, and the stored MMDetection outputs."""
+
+    golden: Dict[str, object]
+    outputs: object  # MaskRCNNInstanceSegmentationOutput
+    final: Dict[str, torch.Tensor]  # post-processed: boxes, scores, labels, masks
+    input_sha256: str
+
+
+def run_case(model, processor, variant: str, image_stem: str, end_to_end: bool) -> CaseResult:
+    """Run one case: from MMDetection's own model input (`end_to_end=False`) or from the image file."""
+    golden = load_golden(variant, image_stem)
+    if end_to_end:
+        inputs = processor(images=image_path(image_stem), return_tensors="pt")
+        pixel_values, image_sizes = inputs["pixel_values"], inputs["image_sizes"]
+        original_sizes, scale_factors = inputs["original_sizes"], inputs["scale_factors"]
+    else:
+        pixel_values, meta = pixel_values_from_preprocessed(image_stem, golden["normalization"])
+        image_sizes = torch.tensor([meta["img_shape"][:2]], dtype=torch.long)
+        original_sizes = torch.tensor([meta["ori_shape"][:2]], dtype=torch.long)
+        scale_factors = torch.tensor([meta["scale_factor"]], dtype=torch.float64)
+    with torch.inference_mode():
+        outputs = model(pixel_values, image_sizes=image_sizes, original_sizes=original_sizes,
+                        scale_factors=scale_factors)
+    final = processor.post_process_instance_segmentation(outputs, threshold=0.0)[0]
+    return CaseResult(golden=golden, outputs=outputs, final=final, input_sha256=inputs_sha256(pixel_values))
+
+
+def box_iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """IoU of every pair, `(len(a), len(b))`."""
+    top_left = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
+    bottom_right = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
+    intersection = np.clip(bottom_right - top_left, 0, None).prod(-1)
+    area_a = (boxes_a[:, 2:] - boxes_a[:, :2]).prod(-1)
+    area_b = (boxes_b[:, 2:] - boxes_b[:, :2]).prod(-1)
+    return intersection / np.maximum(area_a[:, None] + area_b[None, :] - intersection, 1e-12)
+
+
+def match_detections(ours: Dict[str, np.ndarray], theirs: Dict[str, np.ndarray]) -> List[tuple]:
+    """Pair each MMDetection detection with ours: same label, best box IoU (> 0.9), one to one.
+
+    Pairs in the same position are taken first (the normal case: identical order), then the rest greedily.
+    """
+    pairs, used = [], set()
+    iou = box_iou_matrix(theirs["boxes"], ours["boxes"]) if len(ours["boxes"]) and len(theirs["boxes"]) else None
+    for index in range(len(theirs["labels"])):
+        if (index < len(ours["labels"]) and ours["labels"][index] == theirs["labels"][index]
+                and iou[index, index] > 0.9):
+            pairs.append((index, index))
+            used.add(index)
+    paired_theirs = {pair[0] for pair in pairs}
+    for index in range(len(theirs["labels"])):
+        if index in paired_theirs or iou is None:
+            continue
+        candidates = [j for j in range(len(ours["labels"]))
+                      if j not in used and ours["labels"][j] == theirs["labels"][index] and iou[index, j] > 0.9]
+        if candidates:
+            best = max(candidates, key=lambda j: iou[index, j])
+            pairs.append((index, best))
+            used.add(best)
+    return pairs
+
+
+def mask_iou(mask_a: np.ndarray, mask_b: np.ndarray) -> float:
+    union = np.logical_or(mask_a, mask_b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(mask_a, mask_b).sum() / union)
+
+
+def compare_final(result: CaseResult) -> Dict[str, float]:
+    """Agreement of our post-processed detections with MMDetection's final outputs."""
+    golden = result.golden
+    theirs = {"boxes": golden["boxes"], "scores": golden["scores"], "labels": golden["labels"],
+              "masks": golden["masks"]}
+    ours = {key: result.final[key].cpu().numpy() for key in ("boxes", "scores", "labels", "masks")}
+    pairs = match_detections(ours, theirs)
+    box_errors = [np.abs(ours["boxes"][j] - theirs["boxes"][i]).max() for i, j in pairs]
+    score_errors = [abs(float(ours["scores"][j]) - float(theirs["scores"][i])) for i, j in pairs]
+    mask_ious = [mask_iou(ours["masks"][j], theirs["masks"][i]) for i, j in pairs]
+    identical = (
+        ours["boxes"].shape == theirs["boxes"].shape
+        and np.array_equal(ours["boxes"], theirs["boxes"])
+        and np.array_equal(ours["scores"], theirs["scores"])
+        and np.array_equal(ours["labels"], theirs["labels"])
+        and ours["masks"].shape == theirs["masks"].shape
+        and np.array_equal(ours["masks"], theirs["masks"])
+    )
+    differing_mask_pixels = (
+        int(np.sum(ours["masks"] != theirs["masks"])) if ours["masks"].shape == theirs["masks"].shape else -1
+    )
+    return {
+        "mmdet_detections": len(theirs["labels"]),
+        "our_detections": len(ours["labels"]),
+        "matched": len(pairs),
+        "max_box_error": float(max(box_errors, default=0.0)),
+        "max_score_error": float(max(score_errors, default=0.0)),
+        "median_mask_iou": float(np.median(mask_ious)) if mask_ious else 1.0,
+        "min_mask_iou": float(min(mask_ious, default=1.0)),
+        "differing_mask_pixels": differing_mask_pixels,
+        "bit_identical": bool(identical),
+    }
+
+
+def compare_stages(result: CaseResult) -> Dict[str, object]:
+    """Bit-level agreement of the intermediate stages (proposals, resized-frame detections, mask probabilities)."""
+    golden, outputs = result.golden, result.outputs
+    stages = {
+        "proposal_boxes": (outputs.proposal_boxes[0], golden["rpn_boxes"]),
+        "proposal_scores": (outputs.proposal_scores[0], golden["rpn_scores"]),
+        "resized_boxes": (outputs.pred_boxes[0], golden["det_boxes_resized"]),
+        "mask_probs": (outputs.mask_probs[0], golden["mask_probs"]),
+    }
+    report = {}
+    for name, (ours, theirs) in stages.items():
+        ours = ours.float().cpu().numpy()
+        if ours.shape != theirs.shape:
+            report[name] = f"shape {ours.shape} vs {theirs.shape}"
+        else:
+            report[name] = float(np.abs(ours - theirs).max()) if ours.size else 0.0
+    return report
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--numerics", choices=["exact", "fast", "both"], default="both")
+    parser.add_argument("--variant", default=None)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    args = parser.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    modes = ["exact", "fast"] if args.numerics == "both" else [args.numerics]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dtype {args.dtype}")
+    header = (f"{'numerics':8} {'variant':34} {'image':16} {'e2e':4} {'dets':>9} {'box err':>9} {'score err':>9} "
+              f"{'mask IoU med/min':>17} {'bit-identical':>13}")
+    print(header)
+    variants = sorted({variant for variant, _ in golden_cases(args.variant)})
+    for mode in modes:
+        for variant in variants:
+            model = build_model(variant, "fast" if dtype != torch.float32 else mode, dtype)
+            processor = build_processor(model)
+            for _, stem in golden_cases(variant):
+                for end_to_end in (False, True):
+                    result = run_case(model, processor, variant, stem, end_to_end)
+                    stats = compare_final(result)
+                    print(f"{mode:8} {variant:34} {stem:16} {'yes' if end_to_end else 'no':4} "
+                          f"{stats['matched']:>3}/{stats['mmdet_detections']:<3}/{stats['our_detections']:<3} "
+                          f"{stats['max_box_error']:9.2e} {stats['max_score_error']:9.2e} "
+                          f"{stats['median_mask_iou']:8.5f}/{stats['min_mask_iou']:.5f} "
+                          f"{str(stats['bit_identical']):>13}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
