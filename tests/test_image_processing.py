@@ -99,9 +99,12 @@ def test_resize_is_bit_exact_with_opencv(height, width, new_height, new_width, c
 @needs_cv2
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(height=st.integers(1, 96), width=st.integers(1, 96), new_height=st.integers(1, 160),
-       new_width=st.integers(1, 160), channels=st.sampled_from([1, 3]), seed=st.integers(0, 2**31))
-def test_resize_matches_opencv_property(height, width, new_height, new_width, channels, seed):
+       new_width=st.integers(1, 160), channels=st.sampled_from([1, 3, 4]), seed=st.integers(0, 2**31),
+       extremes_only=st.booleans())
+def test_resize_matches_opencv_property(height, width, new_height, new_width, channels, seed, extremes_only):
     image = random_image(height, width, channels, seed)
+    if extremes_only:  # only 0 and 255: largest intermediate sums, saturation
+        image = np.where(image >= 128, 255, 0).astype(np.uint8)
     expected = opencv_resize(image, new_width, new_height)
     np.testing.assert_array_equal(resize_bilinear_uint8(image, new_width, new_height), expected)
 
