@@ -473,7 +473,7 @@ def test_class_count_must_match_classifier(r50_state_dict):
         prepare_conversion(R50, r50_state_dict, meta_2x(("a", "b", "c")))
 
 
-def test_head_without_class_names_and_not_coco(fast_tmp):
+def test_head_without_class_names_and_not_coco():
     state_dict = synthetic_state_dict(R50, ("a", "b"))
     with pytest.raises(ConversionError, match=r"the COCO default \(no class names in the checkpoint meta\) has 80"):
         prepare_conversion(R50, state_dict, {})
@@ -508,7 +508,7 @@ def test_retinanet_checkpoint(r50_state_dict):
         prepare_conversion(R50, state_dict, {})
 
 
-def test_r101_weights_with_r50_config(fast_tmp):
+def test_r101_weights_with_r50_config():
     state_dict = synthetic_state_dict(R101)
     with pytest.raises(ConversionError) as error:
         prepare_conversion(R50, state_dict, {})
@@ -518,13 +518,11 @@ def test_r101_weights_with_r50_config(fast_tmp):
     assert "Configs with that backbone: mask-rcnn_r101-caffe_fpn_1x_coco, mask-rcnn_r101_fpn_1x_coco" in message
 
 
-def test_resnext_weights_with_resnet_config(r50_state_dict):
-    config = zoo_config("mask-rcnn_x101-32x4d_fpn_1x_coco")
+def test_resnext_weights_with_resnet_config():
     state_dict = synthetic_state_dict("mask-rcnn_x101-32x4d_fpn_1x_coco")
     with pytest.raises(ConversionError, match=r"holds a ResNeXt-101 32x4d .* expects a ResNet-101 .*"
                                               r"Configs with that backbone: mask-rcnn_x101-32x4d_fpn_1x_coco"):
         prepare_conversion(R101, state_dict, {})
-    assert config.backbone_groups == 32
 
 
 def test_training_config_style_must_match(r50_state_dict):
@@ -541,8 +539,7 @@ def test_failed_conversion_writes_nothing(r50_state_dict, fast_tmp):
                            meta_2x())
     with pytest.raises(ConversionError, match="2 missing"):
         convert_checkpoint(R50, path, fast_tmp / "out")
-    assert sorted(p.name for p in fast_tmp.iterdir()) == ["bad.pth", "cache"] or \
-        sorted(p.name for p in fast_tmp.iterdir()) == ["bad.pth"]
+    assert [path.name for path in fast_tmp.iterdir()] == ["bad.pth"]  # no output, no staging folder
 
 
 # ------------------------------------------------------------------------------------------------ output folder
