@@ -441,6 +441,11 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         do_resize (`bool`, *optional*, defaults to `True`), do_normalize (`bool`, *optional*, defaults to `True`),
         do_pad (`bool`, *optional*, defaults to `True`):
             Switch the three steps.
+
+    Conventions: arrays and tensors are taken as RGB (MMDetection's own ndarray path assumes BGR: flip OpenCV
+    images with `image[:, :, ::-1]`). Post-processing keeps detections with `score >= threshold` and mask pixels
+    with `probability >= mask_threshold` (both inclusive), maps boxes to original pixels by MMDetection's float32
+    division (boxes are not clipped) and pastes masks exactly like MMDetection's CPU path, one box window at a time.
     """
 
     model_input_names = ["pixel_values", "image_sizes"]
@@ -459,8 +464,12 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.image_mean = [float(value) for value in (image_mean or PYTORCH_STYLE_NORMALIZATION["image_mean"])]
-        self.image_std = [float(value) for value in (image_std or PYTORCH_STYLE_NORMALIZATION["image_std"])]
+        if image_mean is None:
+            image_mean = PYTORCH_STYLE_NORMALIZATION["image_mean"]
+        if image_std is None:
+            image_std = PYTORCH_STYLE_NORMALIZATION["image_std"]
+        self.image_mean = [float(value) for value in image_mean]
+        self.image_std = [float(value) for value in image_std]
         self.input_channel_order = input_channel_order
         self.resize_scale = [int(value) for value in resize_scale]
         self.size_divisor = int(size_divisor)
