@@ -1,0 +1,357 @@
+# Copyright 2026 The Mask R-CNN Hub port authors. Apache-2.0.
+"""`image-segmentation` and `object-detection` pipelines for MMDetection's Mask R-CNN (transformers custom code).
+
+Registered through `config.json["custom_pipelines"]`, so a Hub user gets them with
+
+    from transformers import pipeline
+    segmenter = pipeline("image-segmentation", model=REPO, trust_remote_code=True, device="cpu")
+    detector = pipeline("object-detection", model=REPO, trust_remote_code=True, device="cpu")
+
+Inputs: one image or a list of images (path, http(s) URL, base64 string / data URI, encoded bytes, PIL image of any
+mode, numpy array, torch tensor). Paths, bytes and PIL images are decoded by the image processor itself (its
+`load_image`: EXIF orientation applied, PIL mode kept, 16-bit data kept), so pipeline results equal
+`MaskRCNNImageProcessor` + model + `post_process_*` on the same file.
+
+`batch_size=N` runs real batched forward passes: images of different sizes are zero-padded together (right/bottom,
+to a multiple of `size_divisor`) exactly as `MaskRCNNImageProcessor` pads a list of images, as MMDetection does.
+
+Outputs per image, sorted by descending score:
+* segmentation: `[{"score": float, "label": str, "mask": PIL.Image mode "L" (0/255, original size), "box": {...}}]`
+* detection:    `[{"score": float, "label": str, "box": {"xmin", "ymin", "xmax", "ymax"}}]` (ints, truncated like
+  transformers' built-in object-detection pipeline).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import shutil
+import sys
+import urllib.request
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import AutoImageProcessor, Pipeline
+
+# The two tasks this repository serves; `save_pretrained` writes both back (transformers would keep at most one).
+CUSTOM_PIPELINES: Dict[str, Dict[str, Any]] = {
+    "image-segmentation": {"impl": "pipeline.MaskRCNNSegmentationPipeline",
+                           "pt": ["AutoModelForInstanceSegmentation"], "type": "image"},
+    "object-detection": {"impl": "pipeline.MaskRCNNDetectionPipeline",
+                         "pt": ["AutoModelForObjectDetection"], "type": "image"},
+}
+# Code files a saved folder needs for `trust_remote_code=True` loading (auto_map + custom_pipelines refer to them).
+CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "image_processing_mask_rcnn.py", "pipeline.py")
+
+_URL_PATTERN = re.compile(r"^https?://", re.IGNORECASE)
+_DATA_URI_PATTERN = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
+_BASE64_PATTERN = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}$")
+_RELATIVE_IMPORT_PATTERN = re.compile(r"^\s*from\s+\.(\w+)\s+import", re.MULTILINE)
+
+
+def _fetch_url(url: str, timeout: Optional[float]) -> bytes:
+    """Encoded bytes of an http(s) image; `timeout` in seconds (None: no limit)."""
+    request = urllib.request.Request(url, headers={"User-Agent": "mask-rcnn-hub-pipeline"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read()
+    except OSError as error:  # URLError, HTTPError and socket timeouts are all OSErrors
+        raise OSError(f"Could not download image {url!r} (timeout={timeout}): {error}") from error
+
+
+def resolve_image_source(image: Any, timeout: Optional[float] = None) -> Any:
+    """What the image processor decodes: a path stays a path; URLs, base64 strings and data URIs become bytes.
+
+    PIL images, bytes, numpy arrays and tensors are returned unchanged (the processor reads all of them).
+    """
+    if isinstance(image, os.PathLike):
+        image = os.fspath(image)
+    if not isinstance(image, str):
+        return image
+    if _URL_PATTERN.match(image):
+        return _fetch_url(image, timeout)
+    if os.path.isfile(image):
+        return image
+    text = _DATA_URI_PATTERN.sub("", image, count=1)
+    if text != image or (len(text) >= 16 and _BASE64_PATTERN.match(text)):
+        try:
+            return base64.b64decode(text, validate=False)
+        except (binascii.Error, ValueError) as error:
+            raise ValueError(f"Could not decode the base64 image string: {error}") from error
+    raise FileNotFoundError(f"Image file not found: {image!r} (not an http(s) URL or a base64 image either).")
+
+
+def _as_size_tuple(value: Any) -> tuple:
+    values = value.reshape(-1).tolist() if isinstance(value, torch.Tensor) else list(value)
+    return tuple(values)
+
+
+class MaskRCNNPipelineBase(Pipeline):
+    """Shared pre-processing, batched forward and result formatting of the two Mask R-CNN pipelines.
+
+    Subclasses implement `_post_process(outputs, **postprocess_kwargs)`: one call of the image processor's
+    `post_process_*` on a single-image batch, returning its result dict (`scores`, `labels`, `boxes`, ...).
+    """
+
+    _load_image_processor = True
+    _load_tokenizer = False
+    _load_feature_extractor = False
+    _load_processor = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if getattr(self, "image_processor", None) is None:
+            # transformers < 4.5x does not hand an image processor to a custom pipeline whose config is remote code.
+            source = getattr(self.model, "name_or_path", None) or getattr(self.model.config, "_name_or_path", None)
+            if not source:
+                raise ValueError("No image processor: pass image_processor=MaskRCNNImageProcessor(...) to the pipeline.")
+            self.image_processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=True)
+
+    # ------------------------------------------------------------------------------------------- parameters
+    def _sanitize_parameters(self, threshold=None, timeout=None, **kwargs):
+        preprocess_kwargs, postprocess_kwargs = {}, {}
+        if timeout is not None:
+            preprocess_kwargs["timeout"] = timeout
+        if threshold is not None:
+            postprocess_kwargs["threshold"] = self._checked_fraction("threshold", threshold)
+        postprocess_kwargs.update(self._sanitize_task_parameters(**kwargs))
+        return preprocess_kwargs, {}, postprocess_kwargs
+
+    def _sanitize_task_parameters(self, **kwargs) -> Dict[str, Any]:
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}.")
+        return {}
+
+    @staticmethod
+    def _checked_fraction(name: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}.")
+        return float(value)
+
+    def __call__(self, inputs=None, **kwargs):
+        """Run on one image (returns a list of dicts) or a list of images (returns a list of such lists).
+
+        Args:
+            inputs: path, http(s) URL, base64 string, bytes, PIL image, numpy array or tensor, or a list of them.
+                `images=` is accepted as an alias.
+            threshold (`float`, defaults to 0.5): keep detections with `score >= threshold`.
+            timeout (`float`, *optional*): seconds to wait for URL downloads.
+            batch_size (`int`, *optional*): images per forward pass (images are padded together).
+        """
+        if "images" in kwargs:
+            if inputs is not None:
+                raise ValueError("Pass the images either as the first argument or as images=, not both.")
+            inputs = kwargs.pop("images")
+        if inputs is None:
+            raise ValueError("No image given: call the pipeline with an image or a list of images.")
+        if isinstance(inputs, tuple):
+            inputs = list(inputs)
+        if isinstance(inputs, list) and not inputs:
+            return []
+        return super().__call__(inputs, **kwargs)
+
+    # ------------------------------------------------------------------------------------------- stages
+    def preprocess(self, image, timeout=None):
+        features = self.image_processor(images=resolve_image_source(image, timeout), return_tensors="pt")
+        # One list-wrapped entry per image: the DataLoader's collate gathers lists instead of concatenating
+        # `pixel_values` of different sizes; `_forward` pads them together. Sizes stay Python tuples (CPU only).
+        return {
+            "images": [{
+                "pixel_values": features["pixel_values"],
+                "image_size": _as_size_tuple(features["image_sizes"]),
+                "original_size": _as_size_tuple(features["original_sizes"]),
+                "scale_factor": _as_size_tuple(features["scale_factors"]),
+            }]
+        }
+
+    def pad_pixel_values(self, pixel_values: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(1, 3, H_i, W_i) tensors -> (B, 3, H, W), zero-padded right/bottom to a multiple of `size_divisor`.
+
+        Equals the image processor's own padding of a list of images (each H_i, W_i is already a multiple of the
+        divisor when the processor pads, so padding to the largest is the same as padding the batch at once).
+        """
+        divisor = int(getattr(self.image_processor, "size_divisor", 1) or 1)
+        pad_value = float(getattr(self.image_processor, "pad_value", 0.0))
+        height = -(-max(t.shape[-2] for t in pixel_values) // divisor) * divisor
+        width = -(-max(t.shape[-1] for t in pixel_values) // divisor) * divisor
+        padded = [
+            t if t.shape[-2:] == (height, width)
+            else F.pad(t, (0, width - t.shape[-1], 0, height - t.shape[-2]), value=pad_value)
+            for t in pixel_values
+        ]
+        return torch.cat(padded, dim=0)
+
+    def _forward(self, model_inputs):
+        per_image: List[Dict[str, Any]] = []
+        for entry in model_inputs["images"]:  # [feature] with batch_size=1, [[feature], [feature], ...] otherwise
+            per_image.extend(entry if isinstance(entry, list) else [entry])
+        pixel_values = self.pad_pixel_values([item["pixel_values"] for item in per_image])
+        image_sizes = torch.tensor([item["image_size"] for item in per_image], dtype=torch.int64)
+        outputs = self.model(pixel_values=pixel_values.to(device=self.device, dtype=self.model.dtype),
+                             image_sizes=image_sizes)
+        results = []
+        for index, item in enumerate(per_image):
+            results.append({
+                "pred_boxes": outputs.pred_boxes[index].float(),
+                "scores": outputs.scores[index].float(),
+                "labels": outputs.labels[index],
+                "mask_probs": outputs.mask_probs[index].float(),
+                "image_size": item["image_size"],
+                "original_size": item["original_size"],
+                "scale_factor": item["scale_factor"],
+            })
+        # First key is a list: the pipeline's un-batching hands each image its own dict.
+        return {"detections": results}
+
+    def postprocess(self, model_outputs, **postprocess_kwargs):
+        detections = model_outputs["detections"]
+        if isinstance(detections, list):  # batch_size=1: not un-batched
+            detections = detections[0]
+        outputs = {
+            "pred_boxes": [detections["pred_boxes"]],
+            "scores": [detections["scores"]],
+            "labels": [detections["labels"]],
+            "mask_probs": [detections["mask_probs"]],
+            "image_sizes": torch.tensor([detections["image_size"]], dtype=torch.int64),
+            "original_sizes": torch.tensor([detections["original_size"]], dtype=torch.int64),
+            "scale_factors": torch.tensor([detections["scale_factor"]], dtype=torch.float64),
+        }
+        result = self._post_process(outputs, **postprocess_kwargs)
+        annotations = []
+        for index in range(result["scores"].shape[0]):
+            annotation = {"score": float(result["scores"][index]), "label": self._label(result["labels"][index])}
+            annotation.update(self._extra_fields(result, index))
+            annotation["box"] = self._box(result["boxes"][index])
+            annotations.append(annotation)
+        annotations.sort(key=lambda annotation: annotation["score"], reverse=True)  # stable: keeps ties' order
+        return annotations
+
+    def _post_process(self, outputs: Dict[str, Any], **kwargs) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def _extra_fields(self, result: Dict[str, Any], index: int) -> Dict[str, Any]:
+        return {}
+
+    def _label(self, label_id: torch.Tensor) -> str:
+        label_id = int(label_id)
+        id2label = self.model.config.id2label
+        return id2label.get(label_id, id2label.get(str(label_id), f"LABEL_{label_id}"))
+
+    @staticmethod
+    def _box(box: torch.Tensor) -> Dict[str, int]:
+        xmin, ymin, xmax, ymax = box.int().tolist()  # truncation, like transformers' object-detection pipeline
+        return {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax}
+
+    # ------------------------------------------------------------------------------------------- saving
+    def save_pretrained(self, save_directory, **kwargs):
+        """Save model, image processor, `config.json` with BOTH custom pipelines, and every code file.
+
+        transformers' own `Pipeline.save_pretrained` keeps at most the one task a class was registered for and
+        (4.46) may omit `modeling_mask_rcnn.py`; the result here always reloads with `trust_remote_code=True`.
+        `push_to_hub=True` uploads the folder after it is complete.
+        """
+        push_to_hub = kwargs.pop("push_to_hub", False)
+        hub_kwargs = {name: kwargs.pop(name) for name in ("repo_id", "token", "commit_message", "private")
+                      if name in kwargs}
+        if os.path.isfile(save_directory):
+            raise ValueError(f"{save_directory} is a file; save_pretrained needs a folder.")
+        os.makedirs(save_directory, exist_ok=True)
+        self.model.config.custom_pipelines = json.loads(json.dumps(CUSTOM_PIPELINES))
+        super().save_pretrained(save_directory, **kwargs)
+        self._copy_code_files(save_directory)
+        self._complete_config_json(os.path.join(save_directory, "config.json"))
+        if push_to_hub:
+            from huggingface_hub import HfApi
+
+            repo_id = hub_kwargs.get("repo_id") or os.path.basename(os.path.abspath(save_directory))
+            api = HfApi(token=hub_kwargs.get("token"))
+            api.create_repo(repo_id, private=hub_kwargs.get("private"), exist_ok=True)
+            api.upload_folder(folder_path=str(save_directory), repo_id=repo_id,
+                              commit_message=hub_kwargs.get("commit_message") or "Upload Mask R-CNN pipeline")
+
+    def _code_directories(self) -> List[str]:
+        directories = []
+        for obj in (self, self.model, self.model.config, self.image_processor):
+            module = sys.modules.get(type(obj).__module__)
+            path = getattr(module, "__file__", None)
+            if path and os.path.dirname(os.path.abspath(path)) not in directories:
+                directories.append(os.path.dirname(os.path.abspath(path)))
+        return directories
+
+    def _copy_code_files(self, save_directory) -> None:
+        target = os.path.abspath(save_directory)
+        wanted = list(CODE_FILES)
+        copied = set()
+        while wanted:
+            name = wanted.pop(0)
+            if name in copied:
+                continue
+            source = next((os.path.join(d, name) for d in self._code_directories()
+                           if os.path.isfile(os.path.join(d, name))), None)
+            if source is None:
+                raise FileNotFoundError(f"Cannot save the pipeline: {name} was not found next to the loaded code.")
+            if os.path.abspath(source) != os.path.join(target, name):
+                shutil.copyfile(source, os.path.join(target, name))
+            copied.add(name)
+            with open(source, encoding="utf-8") as handle:
+                wanted.extend(f"{module}.py" for module in _RELATIVE_IMPORT_PATTERN.findall(handle.read()))
+
+    def _complete_config_json(self, path: str) -> None:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+        auto_map = dict(config.get("auto_map") or {})
+        model_ref = f"modeling_mask_rcnn.{type(self.model).__name__}"
+        auto_map.setdefault("AutoConfig", f"configuration_mask_rcnn.{type(self.model.config).__name__}")
+        for auto_class in ("AutoModel", "AutoModelForInstanceSegmentation", "AutoModelForObjectDetection"):
+            auto_map.setdefault(auto_class, model_ref)
+        config["auto_map"] = auto_map
+        config["custom_pipelines"] = json.loads(json.dumps(CUSTOM_PIPELINES))
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(config, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+
+
+class MaskRCNNSegmentationPipeline(MaskRCNNPipelineBase):
+    """Instance segmentation: one mask (PIL "L", 0/255, original size), box, label and score per instance.
+
+    Call arguments: `threshold` (0.5), `mask_threshold` (0.5: a pixel belongs to the instance when its pasted
+    probability is >= this), `subtask` (only `"instance"`), `timeout`, `batch_size`. Unlike transformers'
+    built-in image-segmentation pipeline, overlapping instances each keep their full mask.
+    """
+
+    def _sanitize_task_parameters(self, mask_threshold=None, subtask=None, overlap_mask_area_threshold=None,
+                                  **kwargs) -> Dict[str, Any]:
+        super()._sanitize_task_parameters(**kwargs)
+        if subtask is not None and subtask != "instance":
+            raise ValueError(
+                f"Mask R-CNN does instance segmentation only: subtask must be 'instance' (or left out), got "
+                f"{subtask!r}. For semantic or panoptic maps use a model trained for that task.")
+        # overlap_mask_area_threshold (a parameter of the Hub's image-segmentation API) only matters when instances
+        # are cut out of one id map; here every instance keeps its own mask, so it is accepted and has no effect.
+        return {"mask_threshold": self._checked_fraction("mask_threshold", mask_threshold)} \
+            if mask_threshold is not None else {}
+
+    def _post_process(self, outputs, threshold=0.5, mask_threshold=0.5):
+        return self.image_processor.post_process_instance_segmentation(
+            outputs, threshold=threshold, mask_threshold=mask_threshold)[0]
+
+    def _extra_fields(self, result, index):
+        mask = result["masks"][index].to(torch.uint8).mul_(255).numpy()
+        return {"mask": Image.fromarray(np.ascontiguousarray(mask))}  # uint8 (H, W) -> mode "L"
+
+
+class MaskRCNNDetectionPipeline(MaskRCNNPipelineBase):
+    """Object detection: `[{"score", "label", "box": {"xmin", "ymin", "xmax", "ymax"}}]` per image, like
+    transformers' built-in object-detection pipeline. Call arguments: `threshold` (0.5), `timeout`, `batch_size`."""
+
+    def _post_process(self, outputs, threshold=0.5):
+        return self.image_processor.post_process_object_detection(outputs, threshold=threshold)[0]
+
+
+__all__ = ["MaskRCNNSegmentationPipeline", "MaskRCNNDetectionPipeline", "MaskRCNNPipelineBase", "CUSTOM_PIPELINES"]
