@@ -1,0 +1,790 @@
+#!/usr/bin/env python3
+# Copyright 2026 The Mask R-CNN Hub port authors. Apache-2.0.
+"""Batch instance segmentation of image files and folders with the Mask R-CNN of this repository.
+
+    python segment.py --model DIR_OR_REPO_ID INPUT [INPUT ...] --output-dir OUT [--threshold 0.5]
+        [--mask-threshold 0.5] [--batch-size N] [--device cpu|cuda] [--dtype float32|bfloat16|float16]
+        [--resume] [--no-overlays] [--keep-going]
+
+INPUT is an image file (any extension), a folder (searched recursively for image extensions) or a glob pattern
+(`**` allowed). Every image gets a `file_name`: its path relative to the input root, the deepest folder common to
+all inputs (a folder input is its own root, a file's root is its folder, a glob's root is the folder before its
+first wildcard), with `/` separators.
+
+Outputs in OUT:
+
+* `predictions.json`   COCO results format, one record per instance: `image_id`, `file_name`, `category_id`,
+                       `bbox` [x, y, w, h] (original pixels, float), `score`, `segmentation` compressed RLE
+                       `{"size": [h, w], "counts": str}` — loadable with `pycocotools.coco.COCO.loadRes`.
+* `predictions.jsonl`  the journal: one line per finished image (`{"image": {...}, "annotations": [...]}`),
+                       appended and fsync'ed after every batch; `predictions.json` is assembled from it at the end
+                       (also after an error or Ctrl-C), and `--resume` reads it back after a hard kill.
+* `images.json`        COCO-style `{"info", "images", "categories"}` of every processed image (also the images
+                       without detections, which `predictions.json` cannot list).
+* `failures.json`      `[{"file_name", "path", "error"}]` of inputs that could not be processed.
+* `overlays/<file_name>.png`  the image with coloured masks, boxes and "label score" captions.
+
+`image_id` is stable across runs, machines and shards: the first 52 bits of SHA-256 of `file_name` as an integer
+(`stable_image_id`); it fits a JSON/JavaScript double exactly. `category_id` is COCO's official id (1..90 with gaps)
+when the model's classes are COCO's 80 classes in MMDetection's order, else the model's label index.
+
+Exit status: 0 all images done, 1 some inputs failed (their reasons are in failures.json and on stderr; the other
+images' results are written), 2 the run could not start (bad arguments, no inputs, model not loadable).
+Unreadable/undecodable files are always skipped and reported. An error of the model itself (e.g. out of memory)
+stops the run after writing the finished work, unless `--keep-going` is given: then the batch is retried image
+by image and images that still fail are reported and skipped.
+
+The per-image record building is reusable (Ray `map_batches`, an Inference Endpoint handler, tools/evaluate_coco.py):
+`load_model_and_processor`, `predict_images`, `detections_to_coco_records`, `encode_rle`, `boxes_to_xywh`,
+`coco_category_ids`, `stable_image_id`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+# A script next to the Hub files: make its own folder importable so the siblings can be imported absolutely.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+try:  # optional dependency: needed for RLE encoding
+    from pycocotools import mask as mask_utils
+except ImportError:  # pragma: no cover - exercised only without pycocotools
+    mask_utils = None
+
+try:  # optional dependency: progress bar
+    from tqdm import tqdm
+except ImportError:  # pragma: no cover
+    tqdm = None
+
+PYCOCOTOOLS_HINT = "segment.py needs pycocotools to write RLE masks: pip install pycocotools"
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
+                              ".ppm", ".pgm", ".pbm", ".pnm"})
+GLOB_CHARACTERS = frozenset("*?[")
+IMAGE_ID_BITS = 52  # < 2**53: exact in JSON doubles and JavaScript numbers
+SORT_WINDOW_BATCHES = 16  # size grouping looks this many batches ahead
+EXIT_OK, EXIT_FAILURES, EXIT_FATAL = 0, 1, 2
+
+# COCO 2017's 80 categories as (official category_id, name), in the order of MMDetection's CocoDataset.METAINFO
+# (= the model's label indices 0..79). Ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83 are unused by COCO.
+COCO_CATEGORIES: Tuple[Tuple[int, str], ...] = (
+    (1, "person"), (2, "bicycle"), (3, "car"), (4, "motorcycle"), (5, "airplane"), (6, "bus"), (7, "train"),
+    (8, "truck"), (9, "boat"), (10, "traffic light"), (11, "fire hydrant"), (13, "stop sign"),
+    (14, "parking meter"), (15, "bench"), (16, "bird"), (17, "cat"), (18, "dog"), (19, "horse"), (20, "sheep"),
+    (21, "cow"), (22, "elephant"), (23, "bear"), (24, "zebra"), (25, "giraffe"), (27, "backpack"),
+    (28, "umbrella"), (31, "handbag"), (32, "tie"), (33, "suitcase"), (34, "frisbee"), (35, "skis"),
+    (36, "snowboard"), (37, "sports ball"), (38, "kite"), (39, "baseball bat"), (40, "baseball glove"),
+    (41, "skateboard"), (42, "surfboard"), (43, "tennis racket"), (44, "bottle"), (46, "wine glass"), (47, "cup"),
+    (48, "fork"), (49, "knife"), (50, "spoon"), (51, "bowl"), (52, "banana"), (53, "apple"), (54, "sandwich"),
+    (55, "orange"), (56, "broccoli"), (57, "carrot"), (58, "hot dog"), (59, "pizza"), (60, "donut"), (61, "cake"),
+    (62, "chair"), (63, "couch"), (64, "potted plant"), (65, "bed"), (67, "dining table"), (70, "toilet"),
+    (72, "tv"), (73, "laptop"), (74, "mouse"), (75, "remote"), (76, "keyboard"), (77, "cell phone"),
+    (78, "microwave"), (79, "oven"), (80, "toaster"), (81, "sink"), (82, "refrigerator"), (84, "book"),
+    (85, "clock"), (86, "vase"), (87, "scissors"), (88, "teddy bear"), (89, "hair drier"), (90, "toothbrush"),
+)  # fmt: skip
+
+
+class SegmentError(Exception):
+    """A problem that stops the run before any image is processed (one sentence, printed without traceback)."""
+
+
+# ================================================================================================================
+# Reusable record building (no file system, no model): RLE, boxes, categories, image ids
+# ================================================================================================================
+
+
+def _require_pycocotools() -> None:
+    if mask_utils is None:
+        raise SegmentError(PYCOCOTOOLS_HINT)
+
+
+def _to_numpy(array: Any) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        return array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+def encode_rles(masks: Any) -> List[Dict[str, Any]]:
+    """Binary masks (N, H, W) (bool/uint8 numpy array or tensor) -> N compressed COCO RLEs.
+
+    Each RLE is `{"size": [H, W], "counts": str}` (pycocotools `mask.encode` on a Fortran-ordered uint8 array,
+    `counts` decoded from bytes to ASCII so it can be written as JSON).
+    """
+    _require_pycocotools()
+    masks = _to_numpy(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must have shape (N, H, W), got {masks.shape}.")
+    if masks.shape[0] == 0:
+        return []
+    # (N, H, W) C-order transposed to (H, W, N) is already Fortran-ordered per mask: no copy for uint8 input.
+    stacked = np.asfortranarray(masks.astype(np.uint8, copy=False).transpose(1, 2, 0))
+    rles = mask_utils.encode(stacked)
+    return [{"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]
+
+
+def encode_rle(mask: Any) -> Dict[str, Any]:
+    """One binary mask (H, W) -> compressed COCO RLE `{"size": [H, W], "counts": str}`."""
+    mask = _to_numpy(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must have shape (H, W), got {mask.shape}.")
+    return encode_rles(mask[None])[0]
+
+
+def decode_rle(rle: Mapping[str, Any]) -> np.ndarray:
+    """Compressed COCO RLE (counts as str or bytes) -> (H, W) bool mask."""
+    _require_pycocotools()
+    counts = rle["counts"]
+    encoded = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return mask_utils.decode(encoded).astype(bool)
+
+
+def boxes_to_xywh(boxes: Any) -> List[List[float]]:
+    """(N, 4) x1, y1, x2, y2 -> N COCO boxes [x, y, width, height] as Python floats (MMDetection's xyxy2xywh)."""
+    boxes = _to_numpy(boxes).reshape(-1, 4)
+    return [[float(x1), float(y1), float(x2) - float(x1), float(y2) - float(y1)] for x1, y1, x2, y2 in boxes.tolist()]
+
+
+def _label_names(id2label: Mapping[Any, str]) -> List[str]:
+    """Names of label indices 0..n-1 (config.id2label keys may be ints or strings)."""
+    by_index = {int(key): str(value) for key, value in id2label.items()}
+    return [by_index.get(index, f"LABEL_{index}") for index in range(max(by_index, default=-1) + 1)]
+
+
+def coco_category_ids(id2label: Mapping[Any, str]) -> Optional[Dict[int, int]]:
+    """{label index: official COCO category_id} when the model's classes are COCO's 80 in MMDetection's order, else
+    None (callers then write the label index itself as `category_id`)."""
+    names = _label_names(id2label)
+    if names != [name for _, name in COCO_CATEGORIES]:
+        return None
+    return {index: category_id for index, (category_id, _) in enumerate(COCO_CATEGORIES)}
+
+
+def category_list(id2label: Mapping[Any, str], category_ids: Optional[Mapping[int, int]] = None) -> List[Dict]:
+    """COCO `categories` entries `{"id", "name"}` for the model's labels under a label -> category_id mapping."""
+    return [{"id": int(category_ids[index]) if category_ids is not None else index, "name": name}
+            for index, name in enumerate(_label_names(id2label))]
+
+
+def stable_image_id(file_name: str) -> int:
+    """Deterministic COCO `image_id` of a file name: first 52 bits of SHA-256 of its UTF-8 bytes, as an int."""
+    digest = hashlib.sha256(file_name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> (64 - IMAGE_ID_BITS)
+
+
+def detections_to_coco_records(result: Mapping[str, Any], image_id: int, category_ids: Optional[Mapping[int, int]]
+                               = None, file_name: Optional[str] = None) -> List[Dict[str, Any]]:
+    """One image's post-processed detections -> COCO results records (one per instance, in the result's order).
+
+    Args:
+        result: one entry of `MaskRCNNImageProcessor.post_process_instance_segmentation`: `boxes` (N, 4) x1y1x2y2,
+            `scores` (N,), `labels` (N,), `masks` (N, H, W) bool (tensors or arrays). Without `masks` the records
+            have no `segmentation` (detection-only results).
+        image_id: the COCO image id to write.
+        category_ids: label index -> category_id (e.g. `coco_category_ids(config.id2label)`); None writes the label
+            index.
+        file_name: written into every record when given (ignored by pycocotools).
+
+    Returns:
+        `[{"image_id", ("file_name",) "category_id", "bbox": [x, y, w, h], "score", ("segmentation": RLE)}]`.
+    """
+    labels = _to_numpy(result["labels"]).reshape(-1).tolist()
+    scores = _to_numpy(result["scores"]).reshape(-1).tolist()
+    boxes = boxes_to_xywh(result["boxes"])
+    rles = encode_rles(result["masks"]) if result.get("masks") is not None else None
+    records = []
+    for index, (label, score, box) in enumerate(zip(labels, scores, boxes)):
+        record: Dict[str, Any] = {"image_id": int(image_id)}
+        if file_name is not None:
+            record["file_name"] = file_name
+        record["category_id"] = int(category_ids[int(label)]) if category_ids is not None else int(label)
+        record["bbox"] = box
+        record["score"] = float(score)
+        if rles is not None:
+            record["segmentation"] = rles[index]
+        records.append(record)
+    return records
+
+
+# ================================================================================================================
+# Model loading and batched prediction (reusable: no file system except the model itself)
+# ================================================================================================================
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_model_and_processor(model_id: str, device: str = "cpu", dtype: str = "float32") -> Tuple[Any, Any]:
+    """`AutoModel` + `AutoImageProcessor` of a local folder or Hub id (trust_remote_code=True), in eval mode on
+    `device` with weights in `dtype` ("float32", "bfloat16" or "float16")."""
+    from transformers import AutoImageProcessor, AutoModel
+
+    if dtype not in DTYPES:
+        raise SegmentError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SegmentError(f"--device {device} was asked for, but torch sees no CUDA device.")
+    try:
+        model = AutoModel.from_pretrained(model_id, trust_remote_code=True)
+        processor = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=True)
+    except (OSError, ValueError) as error:
+        raise SegmentError(f"Could not load the model {model_id!r}: {error}") from None
+    model = model.to(device=device, dtype=DTYPES[dtype]).eval()
+    return model, processor
+
+
+def _processor_module_function(processor: Any, name: str) -> Optional[Callable]:
+    """A function of the module that defines the processor class (the model repo's own code), if it has one."""
+    module = sys.modules.get(type(processor).__module__)
+    return getattr(module, name, None)
+
+
+def open_image(path: str, processor: Any = None) -> Image.Image:
+    """Decodes an image file with the image processor's own loader (EXIF orientation applied, mode kept)."""
+    loader = _processor_module_function(processor, "load_image") if processor is not None else None
+    if loader is None:
+        from image_processing_mask_rcnn import load_image as loader
+    return loader(path)
+
+
+def image_to_rgb_array(image: Image.Image, processor: Any = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a decoded image, as the image processor converts it for the network."""
+    converter = _processor_module_function(processor, "pil_to_rgb_array") if processor is not None else None
+    if converter is None:
+        return np.asarray(image.convert("RGB"))
+    return converter(image)
+
+
+def _image_outputs(outputs: Any, index: int) -> Dict[str, Any]:
+    """The model outputs of image `index` as a batch of one (post-processing then holds one image's masks)."""
+    single: Dict[str, Any] = {}
+    for name in ("pred_boxes", "scores", "labels", "mask_probs"):
+        single[name] = [getattr(outputs, name)[index]]
+    for name in ("image_sizes", "original_sizes", "scale_factors"):
+        value = getattr(outputs, name, None)
+        single[name] = None if value is None else value[index:index + 1]
+    return single
+
+
+def predict_images(model: Any, processor: Any, images: Sequence[Any], threshold: float = 0.5,
+                   mask_threshold: float = 0.5) -> Iterator[Dict[str, torch.Tensor]]:
+    """One padded batched forward pass over `images`, then post-processing image by image.
+
+    Args:
+        images: anything `MaskRCNNImageProcessor` accepts (PIL images, paths, arrays), all in one forward pass.
+        threshold, mask_threshold: as in `post_process_instance_segmentation` (`score >= threshold`).
+
+    Yields:
+        per image, in input order, `{"boxes", "scores", "labels", "masks" (N, H, W) bool}` on the CPU, in original
+        pixels (only one image's dense masks exist at a time).
+    """
+    device = next(model.parameters()).device
+    inputs = processor(images=list(images), return_tensors="pt")
+    inputs = {name: value.to(device) if isinstance(value, torch.Tensor) else value for name, value in inputs.items()}
+    with torch.inference_mode():
+        outputs = model(**inputs)
+        for index in range(len(images)):
+            result = processor.post_process_instance_segmentation(
+                _image_outputs(outputs, index), threshold=threshold, mask_threshold=mask_threshold)[0]
+            yield {name: value.cpu() if isinstance(value, torch.Tensor) else value for name, value in result.items()}
+
+
+# ================================================================================================================
+# Inputs: files, folders, globs -> sorted (path, file_name) items
+# ================================================================================================================
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One image to process: its path on disk and its `file_name` relative to the input root (POSIX separators)."""
+
+    path: str
+    file_name: str
+
+    @property
+    def image_id(self) -> int:
+        return stable_image_id(self.file_name)
+
+
+def _is_image_file(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _inside(path: str, folder: Optional[str]) -> bool:
+    return folder is not None and (path == folder or path.startswith(folder.rstrip(os.sep) + os.sep))
+
+
+def _walk_images(folder: str, exclude: Optional[str]) -> List[str]:
+    """Image files under `folder`, recursively; hidden folders and the `exclude` folder (the output) are skipped."""
+    found = []
+    for directory, subdirectories, files in os.walk(folder, followlinks=True):
+        subdirectories[:] = sorted(name for name in subdirectories if not name.startswith(".")
+                                   and not _inside(os.path.join(directory, name), exclude))
+        found.extend(os.path.join(directory, name) for name in files if _is_image_file(name))
+    return found
+
+
+def _glob_root(pattern: str) -> str:
+    """The folder before a glob pattern's first wildcard component."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if GLOB_CHARACTERS & set(part):
+            break
+        fixed.append(part)
+    return os.path.abspath(os.path.join(*fixed)) if fixed else os.path.abspath(".")
+
+
+def collect_inputs(inputs: Sequence[str], exclude: Optional[str] = None) -> Tuple[List[InputItem], List[Dict]]:
+    """Expands INPUT arguments into images sorted by `file_name`, and the inputs that matched nothing.
+
+    A folder contributes its image files (recursively, by extension), a glob its matches (folders among them are
+    walked), a file itself (whatever its extension). `file_name`s are relative to the deepest folder common to all
+    inputs' roots. Returns `(items, problems)`, problems as `{"file_name", "path", "error"}` records.
+    """
+    exclude = os.path.abspath(exclude) if exclude else None
+    roots, paths, problems = [], [], []
+    for raw in inputs:
+        if os.path.exists(raw):
+            absolute = os.path.abspath(raw)
+            if os.path.isdir(absolute):
+                roots.append(absolute)
+                paths.extend(_walk_images(absolute, exclude))
+            else:
+                roots.append(os.path.dirname(absolute))
+                paths.append(absolute)
+        elif GLOB_CHARACTERS & set(raw):
+            matches = sorted(glob.glob(raw, recursive=True))
+            roots.append(_glob_root(raw))
+            for match in matches:
+                match = os.path.abspath(match)
+                if os.path.isdir(match):
+                    paths.extend(_walk_images(match, exclude))
+                elif _is_image_file(match) and not _inside(match, exclude):
+                    paths.append(match)
+            if not matches:
+                problems.append({"file_name": raw, "path": raw, "error": "the pattern matches no file"})
+        else:
+            problems.append({"file_name": raw, "path": raw, "error": "no such file or folder"})
+    if not roots:
+        return [], problems
+    root = os.path.commonpath(roots)
+    unique = {}
+    for path in paths:
+        file_name = Path(os.path.relpath(path, root)).as_posix()
+        unique.setdefault(file_name, path)
+    items = [InputItem(path=unique[name], file_name=name) for name in sorted(unique)]
+    ids: Dict[int, str] = {}
+    for item in items:
+        other = ids.setdefault(item.image_id, item.file_name)
+        if other != item.file_name:  # 52-bit SHA-256 prefixes: practically impossible, but never silently merged
+            raise SegmentError(f"{other!r} and {item.file_name!r} have the same image_id {item.image_id}; rename one.")
+    return items, problems
+
+
+def read_image_size(path: str) -> Tuple[int, int]:
+    """(height, width) after EXIF orientation, from the file header only (no pixel decoding)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise OSError(f"Could not read image {path!r}: {error}") from error
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+def plan_batches(sizes: Sequence[Tuple[int, int]], batch_size: int,
+                 window_batches: int = SORT_WINDOW_BATCHES) -> List[List[int]]:
+    """Groups item indices into batches of similar shape to keep padding small.
+
+    Within consecutive windows of `batch_size * window_batches` items (input order elsewhere, so progress and the
+    journal advance through the input in order), items are sorted by aspect ratio (height / width, which decides the
+    resized shape) then by area, and cut into batches of `batch_size`.
+    """
+    window = max(1, batch_size * window_batches)
+    batches = []
+    for start in range(0, len(sizes), window):
+        indices = list(range(start, min(start + window, len(sizes))))
+        indices.sort(key=lambda i: (sizes[i][0] / max(sizes[i][1], 1), sizes[i][0] * sizes[i][1], i))
+        batches.extend(indices[offset:offset + batch_size] for offset in range(0, len(indices), batch_size))
+    return batches
+
+
+# ================================================================================================================
+# Overlays
+# ================================================================================================================
+
+
+def _class_colour(label: int) -> Tuple[int, int, int]:
+    """A fixed bright colour per class index (golden-ratio hue steps)."""
+    import colorsys
+
+    red, green, blue = colorsys.hsv_to_rgb((label * 0.618033988749895) % 1.0, 0.85, 1.0)
+    return int(red * 255), int(green * 255), int(blue * 255)
+
+
+def draw_overlay(rgb: np.ndarray, result: Mapping[str, Any], label_names: Sequence[str],
+                 alpha: float = 0.45) -> Image.Image:
+    """(H, W, 3) uint8 image + one post-processed result -> PIL image with masks, boxes and "label score" captions."""
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+    canvas = torch.from_numpy(np.array(rgb, dtype=np.uint8, order="C")).permute(2, 0, 1)
+    labels = [int(label) for label in _to_numpy(result["labels"]).reshape(-1)]
+    if labels:
+        colours = [_class_colour(label) for label in labels]
+        masks = result.get("masks")
+        if masks is not None:
+            canvas = draw_segmentation_masks(canvas, torch.as_tensor(masks, dtype=torch.bool), alpha=alpha,
+                                             colors=colours)
+        height, width = rgb.shape[:2]
+        boxes = torch.as_tensor(_to_numpy(result["boxes"]), dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width - 1)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height - 1)
+        scores = _to_numpy(result["scores"]).reshape(-1).tolist()
+        captions = [f"{label_names[label] if label < len(label_names) else label} {score:.2f}"
+                    for label, score in zip(labels, scores)]
+        canvas = draw_bounding_boxes(canvas, boxes, labels=captions, colors=colours, width=2)
+    return Image.fromarray(canvas.permute(1, 2, 0).numpy())
+
+
+# ================================================================================================================
+# Output folder: atomic JSON, journal, resume
+# ================================================================================================================
+
+PREDICTIONS = "predictions.json"
+JOURNAL = "predictions.jsonl"
+IMAGES = "images.json"
+FAILURES = "failures.json"
+OVERLAYS = "overlays"
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Writes JSON to a temporary file in the same folder, fsyncs it and renames it over `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, separators=(",", ":"))
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def read_journal(path: str) -> Dict[str, Dict[str, Any]]:
+    """file_name -> `{"image", "annotations"}` from a journal; a torn last line (hard kill mid-write) is ignored."""
+    entries: Dict[str, Dict[str, Any]] = {}
+    if not os.path.isfile(path):
+        return entries
+    with open(path, encoding="utf-8") as stream:
+        for line in stream:
+            try:
+                entry = json.loads(line)
+                entries[entry["image"]["file_name"]] = entry
+            except (ValueError, KeyError, TypeError):
+                continue
+    return entries
+
+
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as stream:
+        return json.load(stream)
+
+
+def load_finished(output_dir: str) -> Dict[str, Dict[str, Any]]:
+    """Images already done in an output folder: the journal, plus the `predictions.json` / `images.json` records of
+    images the journal does not have (e.g. a folder whose journal was deleted, or results made elsewhere)."""
+    entries = read_journal(os.path.join(output_dir, JOURNAL))
+    images_path, predictions_path = os.path.join(output_dir, IMAGES), os.path.join(output_dir, PREDICTIONS)
+    images = _read_json(images_path).get("images", []) if os.path.isfile(images_path) else []
+    records = _read_json(predictions_path) if os.path.isfile(predictions_path) else []
+    name_of_id = {image["id"]: image["file_name"] for image in images}
+    recovered: Dict[str, Dict[str, Any]] = {}
+    for image in images:
+        if image["file_name"] not in entries:
+            recovered[image["file_name"]] = {"image": image, "annotations": []}
+    for record in records:
+        file_name = record.get("file_name") or name_of_id.get(record.get("image_id"))
+        if file_name is None or file_name in entries:
+            continue
+        entry = recovered.setdefault(file_name, {"image": {"id": record["image_id"], "file_name": file_name},
+                                                 "annotations": []})
+        entry["annotations"].append(record)
+    entries.update(recovered)
+    return entries
+
+
+class OutputFolder:
+    """The run's output folder: journal appends per batch, atomic assembly of the JSON files."""
+
+    def __init__(self, output_dir: str, resume: bool, info: Dict[str, Any], categories: List[Dict]) -> None:
+        self.output_dir = os.path.abspath(output_dir)
+        os.makedirs(self.output_dir, exist_ok=True)
+        self.info, self.categories = info, categories
+        self.entries: Dict[str, Dict[str, Any]] = load_finished(self.output_dir) if resume else {}
+        self.failures: Dict[str, Dict[str, str]] = {}
+        self.previous_info: Optional[Dict[str, Any]] = None
+        images_path = os.path.join(self.output_dir, IMAGES)
+        if resume and os.path.isfile(images_path):
+            self.previous_info = _read_json(images_path).get("info")
+        # Start the journal from what is kept (drops torn lines and, without --resume, an old run's entries).
+        journal_path = os.path.join(self.output_dir, JOURNAL)
+        temporary = journal_path + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as stream:
+            for entry in self.entries.values():
+                stream.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, journal_path)
+        self.journal = open(journal_path, "a", encoding="utf-8")
+
+    def add(self, entries: Iterable[Dict[str, Any]]) -> None:
+        """Appends finished images to the journal and makes them durable (one fsync per batch)."""
+        for entry in entries:
+            self.entries[entry["image"]["file_name"]] = entry
+            self.journal.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        self.journal.flush()
+        os.fsync(self.journal.fileno())
+
+    def fail(self, file_name: str, path: str, error: str) -> None:
+        self.failures[file_name] = {"file_name": file_name, "path": path, "error": error}
+
+    def finish(self) -> None:
+        """Writes predictions.json, images.json and failures.json (each atomically) from everything finished."""
+        self.journal.close()
+        ordered = [self.entries[name] for name in sorted(self.entries)]
+        write_json_atomic(os.path.join(self.output_dir, PREDICTIONS),
+                          [record for entry in ordered for record in entry["annotations"]])
+        write_json_atomic(os.path.join(self.output_dir, IMAGES),
+                          {"info": self.info, "images": [entry["image"] for entry in ordered],
+                           "categories": self.categories})
+        write_json_atomic(os.path.join(self.output_dir, FAILURES),
+                          [self.failures[name] for name in sorted(self.failures)])
+
+
+# ================================================================================================================
+# The run
+# ================================================================================================================
+
+
+@dataclass
+class RunSummary:
+    done: int = 0  # images processed in this run
+    skipped: int = 0  # images kept from a previous run (--resume)
+    failed: int = 0
+    instances: int = 0  # instances written in this run
+    seconds: float = 0.0
+
+
+class _Progress:
+    """tqdm when installed (images/s), otherwise silent; failures are printed without breaking the bar."""
+
+    def __init__(self, total: int) -> None:
+        self.bar = tqdm(total=total, unit="img", dynamic_ncols=True, disable=None) if tqdm is not None else None
+
+    def update(self, count: int, **postfix: Any) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(postfix, refresh=False)
+            self.bar.update(count)
+
+    def message(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _error_text(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _overlay_path(output_dir: str, file_name: str) -> str:
+    return os.path.join(output_dir, OVERLAYS, *file_name.split("/")) + ".png"
+
+
+def _decode_batch(items: Sequence[InputItem], processor: Any, report: Callable[[InputItem, str], None]):
+    """Decodes a batch's files; unreadable ones are reported and left out. Returns [(item, PIL image)]."""
+    decoded = []
+    for item in items:
+        try:
+            image = open_image(item.path, processor)
+            image_to_rgb_array(image, processor)  # mode problems surface here, not in the batched call
+            decoded.append((item, image))
+        except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as error:
+            report(item, _error_text(error))
+    return decoded
+
+
+def process_batch(decoded: Sequence[Tuple[InputItem, Image.Image]], model: Any, processor: Any,
+                  arguments: argparse.Namespace, category_ids: Optional[Mapping[int, int]],
+                  label_names: Sequence[str], output_dir: str) -> List[Dict[str, Any]]:
+    """Forward pass, records and overlays of one batch of decoded images -> journal entries."""
+    entries = []
+    results = predict_images(model, processor, [image for _, image in decoded], arguments.threshold,
+                             arguments.mask_threshold)
+    for (item, image), result in zip(decoded, results):
+        height, width = (int(size) for size in result["masks"].shape[-2:])
+        records = detections_to_coco_records(result, item.image_id, category_ids, item.file_name)
+        if not arguments.no_overlays:
+            path = _overlay_path(output_dir, item.file_name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            draw_overlay(image_to_rgb_array(image, processor), result, label_names).save(path)
+        entries.append({"image": {"id": item.image_id, "file_name": item.file_name, "width": width,
+                                  "height": height}, "annotations": records})
+    return entries
+
+
+def run(arguments: argparse.Namespace) -> Tuple[RunSummary, OutputFolder]:
+    """Processes the inputs of parsed command-line arguments; returns the summary and the output folder."""
+    _require_pycocotools()
+    items, input_problems = collect_inputs(arguments.inputs, exclude=arguments.output_dir)
+    if not items and not input_problems:
+        raise SegmentError(f"No image files found in {' '.join(arguments.inputs)} (extensions: "
+                           f"{', '.join(sorted(IMAGE_EXTENSIONS))}).")
+    model, processor = load_model_and_processor(arguments.model, arguments.device, arguments.dtype)
+    id2label = model.config.id2label
+    category_ids = coco_category_ids(id2label)
+    label_names = _label_names(id2label)
+    info = {"model": arguments.model, "threshold": arguments.threshold, "mask_threshold": arguments.mask_threshold,
+            "category_ids": "coco" if category_ids is not None else "label_index",
+            "image_id": "first 52 bits of sha256(file_name)", "generator": "segment.py"}
+    output = OutputFolder(arguments.output_dir, arguments.resume, info, category_list(id2label, category_ids))
+    summary = RunSummary()
+    progress: Optional[_Progress] = None
+    try:
+        if output.previous_info and any(output.previous_info.get(key) != info[key]
+                                        for key in ("threshold", "mask_threshold")):
+            print(f"warning: resuming a run made with threshold {output.previous_info.get('threshold')} / "
+                  f"mask threshold {output.previous_info.get('mask_threshold')}; kept images are not redone.",
+                  file=sys.stderr)
+        todo = [item for item in items if item.file_name not in output.entries]
+        summary.skipped = len(items) - len(todo)
+        progress = _Progress(len(todo))
+
+        def report(item: InputItem, error: str) -> None:
+            output.fail(item.file_name, item.path, error)
+            summary.failed += 1
+            progress.message(f"skipped {item.file_name}: {error}")
+
+        for problem in input_problems:
+            output.fail(**problem)
+            summary.failed += 1
+            progress.message(f"skipped {problem['file_name']}: {problem['error']}")
+
+        sized, sizes = [], []
+        for item in todo:  # header-only pass: sizes for grouping, and most unreadable files caught early
+            try:
+                sizes.append(read_image_size(item.path))
+                sized.append(item)
+            except OSError as error:
+                report(item, _error_text(error))
+                progress.update(1)
+        start = time.perf_counter()
+        for batch_indices in plan_batches(sizes, arguments.batch_size):
+            batch = [sized[index] for index in batch_indices]
+            decoded = _decode_batch(batch, processor, report)
+            entries = _run_with_fallback(decoded, model, processor, arguments, category_ids, label_names,
+                                         output.output_dir, report)
+            output.add(entries)
+            summary.done += len(entries)
+            summary.instances += sum(len(entry["annotations"]) for entry in entries)
+            progress.update(len(batch), failed=summary.failed, instances=summary.instances)
+        summary.seconds = time.perf_counter() - start
+    finally:
+        if progress is not None:
+            progress.close()
+        output.finish()
+    return summary, output
+
+
+def _run_with_fallback(decoded, model, processor, arguments, category_ids, label_names, output_dir, report):
+    """`process_batch`; on a model error with --keep-going, retries image by image and reports those that fail."""
+    if not decoded:
+        return []
+    try:
+        return process_batch(decoded, model, processor, arguments, category_ids, label_names, output_dir)
+    except (RuntimeError, ValueError, OSError) as error:
+        if not arguments.keep_going:
+            raise
+        if len(decoded) == 1:
+            report(decoded[0][0], _error_text(error))
+            return []
+    entries = []
+    for one in decoded:
+        entries.extend(_run_with_fallback([one], model, processor, arguments, category_ids, label_names,
+                                          output_dir, report))
+    return entries
+
+
+def build_argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Instance segmentation of images, folders and globs with this Mask R-CNN; writes COCO results "
+                    "(RLE masks), overlays and a failure list.",
+        epilog="Exit status: 0 all done, 1 some inputs failed, 2 the run could not start.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or glob patterns")
+    parser.add_argument("--model", required=True, help="converted model folder or Hub repo id")
+    parser.add_argument("--output-dir", required=True, help="folder for predictions.json, overlays/, failures.json")
+    parser.add_argument("--threshold", type=float, default=0.5, help="keep instances with score >= this (0.5)")
+    parser.add_argument("--mask-threshold", type=float, default=0.5,
+                        help="a pixel belongs to an instance when its mask probability is >= this (0.5)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (1)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cpu)")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weight dtype (float32)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the images already in OUT (predictions.jsonl / predictions.json) and do the rest")
+    parser.add_argument("--no-overlays", action="store_true", help="do not write overlays/")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="on a model error (e.g. out of memory) retry the batch image by image and skip the "
+                             "images that still fail, instead of stopping")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_argument_parser()
+    arguments = parser.parse_args(argv)
+    if not 0.0 <= arguments.threshold <= 1.0 or not 0.0 <= arguments.mask_threshold <= 1.0:
+        parser.error("--threshold and --mask-threshold must be between 0 and 1")
+    if arguments.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    try:
+        summary, output = run(arguments)
+    except SegmentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FATAL
+    except (RuntimeError, ValueError, OSError) as error:  # a model error without --keep-going
+        print(f"error: {_error_text(error)}; the images finished before it are written to {arguments.output_dir} "
+              "(rerun with --resume to continue, or --keep-going to skip such images)", file=sys.stderr)
+        return EXIT_FAILURES
+    rate = summary.done / summary.seconds if summary.seconds > 0 else 0.0
+    kept = f" ({summary.skipped} kept from before)" if summary.skipped else ""
+    print(f"{summary.done} images done{kept}, {summary.failed} failed, {summary.instances} instances, "
+          f"{rate:.2f} images/s -> {os.path.join(output.output_dir, PREDICTIONS)}", file=sys.stderr)
+    if summary.failed:
+        print(f"failed inputs are listed in {os.path.join(output.output_dir, FAILURES)}", file=sys.stderr)
+    return EXIT_FAILURES if summary.failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
