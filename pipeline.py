@@ -266,6 +266,7 @@ class MaskRCNNPipelineBase(Pipeline):
         super().save_pretrained(save_directory, **kwargs)
         self._copy_code_files(save_directory)
         self._complete_config_json(os.path.join(save_directory, "config.json"))
+        self._complete_preprocessor_json(os.path.join(save_directory, "preprocessor_config.json"))
         if push_to_hub:
             from huggingface_hub import HfApi
 
@@ -314,6 +315,19 @@ class MaskRCNNPipelineBase(Pipeline):
         config["custom_pipelines"] = json.loads(json.dumps(CUSTOM_PIPELINES))
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(config, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+
+
+    def _complete_preprocessor_json(self, path: str) -> None:
+        """An image processor built in code (not loaded) writes no auto_map; add it so AutoImageProcessor works."""
+        with open(path, encoding="utf-8") as handle:
+            content = json.load(handle)
+        class_name = type(self.image_processor).__name__
+        content.setdefault("image_processor_type", class_name)
+        content["auto_map"] = {**(content.get("auto_map") or {}),
+                               "AutoImageProcessor": f"image_processing_mask_rcnn.{class_name}"}
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(content, handle, indent=2)
             handle.write("\n")
 
 
