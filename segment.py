@@ -369,7 +369,8 @@ def collect_inputs(inputs: Sequence[str], exclude: Optional[str] = None) -> Tupl
                 paths.append(absolute)
         elif GLOB_CHARACTERS & set(raw):
             matches = sorted(glob.glob(raw, recursive=True))
-            roots.append(_glob_root(raw))
+            if matches:
+                roots.append(_glob_root(raw))
             for match in matches:
                 match = os.path.abspath(match)
                 if os.path.isdir(match):
