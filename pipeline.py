@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+import transformers
 from PIL import Image
 from transformers import AutoImageProcessor, Pipeline
 
@@ -310,7 +311,8 @@ class MaskRCNNPipelineBase(Pipeline):
         model_ref = f"modeling_mask_rcnn.{type(self.model).__name__}"
         auto_map.setdefault("AutoConfig", f"configuration_mask_rcnn.{type(self.model.config).__name__}")
         for auto_class in ("AutoModel", "AutoModelForInstanceSegmentation", "AutoModelForObjectDetection"):
-            auto_map.setdefault(auto_class, model_ref)
+            if hasattr(transformers, auto_class):  # skip Auto classes this transformers version lacks
+                auto_map.setdefault(auto_class, model_ref)
         config["auto_map"] = auto_map
         config["custom_pipelines"] = json.loads(json.dumps(CUSTOM_PIPELINES))
         with open(path, "w", encoding="utf-8") as handle:
