@@ -160,6 +160,9 @@ class MaskRCNNPipelineBase(Pipeline):
     # ------------------------------------------------------------------------------------------- stages
     def preprocess(self, image, timeout=None):
         features = self.image_processor(images=resolve_image_source(image, timeout), return_tensors="pt")
+        if features["pixel_values"].shape[0] != 1:
+            raise ValueError(f"Each input must be one image, got a stack of {features['pixel_values'].shape[0]} "
+                             "(a 4-D array or tensor); pass a list of images instead.")
         # One list-wrapped entry per image: the DataLoader's collate gathers lists instead of concatenating
         # `pixel_values` of different sizes; `_forward` pads them together. Sizes stay Python tuples (CPU only).
         return {

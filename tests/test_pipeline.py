@@ -123,6 +123,8 @@ def test_call_argument_forms(segmenter):
         segmenter()
     with pytest.raises(ValueError, match="not both"):
         segmenter(str(PHOTO), images=str(PHOTO))
+    with pytest.raises(ValueError, match="pass a list of images"):
+        segmenter(np.zeros((2, 40, 60, 3), np.uint8))
 
 
 def test_image_processor_is_loaded_when_transformers_hands_none(loaded, monkeypatch):
