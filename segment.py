@@ -229,13 +229,11 @@ def detections_to_coco_records(result: Mapping[str, Any], image_id: int, categor
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_model_and_processor(model_id: str, device: str = "cpu", dtype: str = "float32") -> Tuple[Any, Any]:
-    """`AutoModel` + `AutoImageProcessor` of a local folder or Hub id (trust_remote_code=True), in eval mode on
-    `device` with weights in `dtype` ("float32", "bfloat16" or "float16")."""
+def load_model_and_processor(model_id: str, device: str = "cpu") -> Tuple[Any, Any]:
+    """`AutoModel` + `AutoImageProcessor` of a local folder or Hub id (trust_remote_code=True), float32 weights in
+    eval mode on `device` (reduced precision is applied per forward pass, see `predict_images`)."""
     from transformers import AutoImageProcessor, AutoModel
 
-    if dtype not in DTYPES:
-        raise SegmentError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SegmentError(f"--device {device} was asked for, but torch sees no CUDA device.")
     try:
@@ -243,7 +241,7 @@ def load_model_and_processor(model_id: str, device: str = "cpu", dtype: str = "f
         processor = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=True)
     except (OSError, ValueError) as error:
         raise SegmentError(f"Could not load the model {model_id!r}: {error}") from None
-    model = model.to(device=device, dtype=DTYPES[dtype]).eval()
+    model = model.to(device=device).eval()
     return model, processor
 
 
@@ -281,22 +279,31 @@ def _image_outputs(outputs: Any, index: int) -> Dict[str, Any]:
 
 
 def predict_images(model: Any, processor: Any, images: Sequence[Any], threshold: float = 0.5,
-                   mask_threshold: float = 0.5) -> Iterator[Dict[str, torch.Tensor]]:
+                   mask_threshold: float = 0.5, dtype: Any = "float32") -> Iterator[Dict[str, torch.Tensor]]:
     """One padded batched forward pass over `images`, then post-processing image by image.
 
     Args:
         images: anything `MaskRCNNImageProcessor` accepts (PIL images, paths, arrays), all in one forward pass.
         threshold, mask_threshold: as in `post_process_instance_segmentation` (`score >= threshold`).
+        dtype: "float32", or "bfloat16"/"float16" (or the torch dtypes) to run the network under `torch.autocast`:
+            convolutions and linear layers in that precision, while the weights stay float32 and the ops autocast
+            keeps in float32 (RoIAlign, NMS) and the model's own float32 islands (box decoding, scores, mask
+            probabilities) stay exact; mask pasting is float32 post-processing.
 
     Yields:
         per image, in input order, `{"boxes", "scores", "labels", "masks" (N, H, W) bool}` on the CPU, in original
         pixels (only one image's dense masks exist at a time).
     """
     device = next(model.parameters()).device
+    compute_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     inputs = processor(images=list(images), return_tensors="pt")
     inputs = {name: value.to(device) if isinstance(value, torch.Tensor) else value for name, value in inputs.items()}
     with torch.inference_mode():
-        outputs = model(**inputs)
+        if compute_dtype == torch.float32:
+            outputs = model(**inputs)
+        else:
+            with torch.autocast(device_type=device.type, dtype=compute_dtype):
+                outputs = model(**inputs)
         for index in range(len(images)):
             result = processor.post_process_instance_segmentation(
                 _image_outputs(outputs, index), threshold=threshold, mask_threshold=mask_threshold)[0]
@@ -644,7 +651,7 @@ def process_batch(decoded: Sequence[Tuple[InputItem, Image.Image]], model: Any, 
     """Forward pass, records and overlays of one batch of decoded images -> journal entries."""
     entries = []
     results = predict_images(model, processor, [image for _, image in decoded], arguments.threshold,
-                             arguments.mask_threshold)
+                             arguments.mask_threshold, arguments.dtype)
     for (item, image), result in zip(decoded, results):
         height, width = (int(size) for size in result["masks"].shape[-2:])
         records = detections_to_coco_records(result, item.image_id, category_ids, item.file_name)
@@ -664,7 +671,7 @@ def run(arguments: argparse.Namespace) -> Tuple[RunSummary, OutputFolder]:
     if not items and not input_problems:
         raise SegmentError(f"No image files found in {' '.join(arguments.inputs)} (extensions: "
                            f"{', '.join(sorted(IMAGE_EXTENSIONS))}).")
-    model, processor = load_model_and_processor(arguments.model, arguments.device, arguments.dtype)
+    model, processor = load_model_and_processor(arguments.model, arguments.device)
     id2label = model.config.id2label
     category_ids = coco_category_ids(id2label)
     label_names = _label_names(id2label)
@@ -752,7 +759,9 @@ def build_argument_parser() -> argparse.ArgumentParser:
                         help="a pixel belongs to an instance when its mask probability is >= this (0.5)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (1)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cpu)")
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weight dtype (float32)")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+                        help="compute precision: bfloat16/float16 run the network under torch.autocast, weights and "
+                             "RoIAlign/NMS/box decoding/mask pasting stay float32 (float32)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the images already in OUT (predictions.jsonl / predictions.json) and do the rest")
     parser.add_argument("--no-overlays", action="store_true", help="do not write overlays/")
@@ -774,6 +783,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SegmentError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FATAL
+    except KeyboardInterrupt:
+        print(f"interrupted; the finished images are written to {arguments.output_dir} (--resume continues)",
+              file=sys.stderr)
+        return 130
     except (RuntimeError, ValueError, OSError) as error:  # a model error without --keep-going
         print(f"error: {_error_text(error)}; the images finished before it are written to {arguments.output_dir} "
               "(rerun with --resume to continue, or --keep-going to skip such images)", file=sys.stderr)

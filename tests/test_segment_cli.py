@@ -74,7 +74,7 @@ def loaded(model_dir):
 @pytest.fixture
 def cli(monkeypatch, loaded):
     """`segment.main` with the session's model instead of a reload per call."""
-    monkeypatch.setattr(segment, "load_model_and_processor", lambda model_id, device="cpu", dtype="float32": loaded)
+    monkeypatch.setattr(segment, "load_model_and_processor", lambda model_id, device="cpu": loaded)
     return segment.main
 
 
@@ -295,6 +295,21 @@ def test_images_without_detections_are_recorded_and_not_redone(cli, count_forwar
     counter = count_forwards(fake=_no_detections)
     run_cli(cli, input_dir, tmp_path, "--resume")
     assert counter.calls == 0
+
+
+def test_dtype_runs_the_network_under_autocast(cli, count_forwards, input_dir, tmp_path):
+    seen = []
+
+    def record_autocast(pixel_values, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), pixel_values.dtype))
+        return _no_detections(pixel_values, **kwargs)
+
+    count_forwards(fake=record_autocast)
+    run_cli(cli, input_dir, tmp_path, "--batch-size", "3", "--dtype", "bfloat16", "--no-overlays")
+    assert seen == [(True, torch.bfloat16, torch.float32)]  # float32 inputs and weights, bf16 compute
+    seen.clear()
+    run_cli(cli, input_dir, tmp_path / "fp32", "--batch-size", "3", "--no-overlays")
+    assert seen[0][0] is False
 
 
 def test_keep_going_skips_images_the_model_fails_on(cli, count_forwards, input_dir, tmp_path, capsys):

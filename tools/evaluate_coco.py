@@ -171,8 +171,8 @@ def format_stats(iou_type: str, values: Sequence[float]) -> str:
 
 
 def predict_dataset(model: Any, processor: Any, ground_truth: "COCO", image_ids: Sequence[int], images_dir: str,
-                    batch_size: int = 1, threshold: float = 0.0, mask_threshold: float = 0.5
-                    ) -> Tuple[List[Dict[str, Any]], List[Dict[str, str]]]:
+                    batch_size: int = 1, threshold: float = 0.0, mask_threshold: float = 0.5,
+                    dtype: str = "float32") -> Tuple[List[Dict[str, Any]], List[Dict[str, str]]]:
     """Runs the model over dataset images; returns `(COCO results records, failures)`.
 
     Images are grouped by shape (sizes from the annotation file) into batches; a file that cannot be read is a
@@ -198,7 +198,7 @@ def predict_dataset(model: Any, processor: Any, ground_truth: "COCO", image_ids:
                     progress.message(f"skipped {image['file_name']}: {failures[-1]['error']}")
             if decoded:
                 results = segment.predict_images(model, processor, [pil for _, pil in decoded], threshold,
-                                                 mask_threshold)
+                                                 mask_threshold, dtype)
                 for (image, _), result in zip(decoded, results):
                     height, width = result["masks"].shape[-2:]
                     if (image.get("height"), image.get("width")) not in ((None, None), (height, width)):
@@ -225,7 +225,8 @@ def build_argument_parser() -> argparse.ArgumentParser:
                         help="score threshold of the written detections (0: all, like MMDetection's evaluation)")
     parser.add_argument("--mask-threshold", type=float, default=0.5, help="mask binarisation threshold (0.5)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cpu)")
-    parser.add_argument("--dtype", default="float32", choices=sorted(segment.DTYPES), help="weight dtype (float32)")
+    parser.add_argument("--dtype", default="float32", choices=sorted(segment.DTYPES),
+                        help="compute precision (torch.autocast for bfloat16/float16; float32)")
     return parser
 
 
@@ -261,11 +262,12 @@ def run(arguments: argparse.Namespace) -> Tuple[Dict[str, List[float]], List[Dic
                   "without records count as having no detections)", file=sys.stderr)
     else:
         try:
-            model, processor = segment.load_model_and_processor(arguments.model, arguments.device, arguments.dtype)
+            model, processor = segment.load_model_and_processor(arguments.model, arguments.device)
         except segment.SegmentError as error:
             raise EvaluationError(str(error)) from None
         records, failures = predict_dataset(model, processor, ground_truth, image_ids, arguments.images,
-                                            arguments.batch_size, arguments.threshold, arguments.mask_threshold)
+                                            arguments.batch_size, arguments.threshold, arguments.mask_threshold,
+                                            arguments.dtype)
         if arguments.output:
             segment.write_json_atomic(arguments.output, records)
             print(f"wrote {len(records)} results to {arguments.output}", file=sys.stderr)
