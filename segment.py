@@ -35,8 +35,8 @@ stops the run after writing the finished work, unless `--keep-going` is given: t
 by image and images that still fail are reported and skipped.
 
 The per-image record building is reusable (Ray `map_batches`, an Inference Endpoint handler, tools/evaluate_coco.py):
-`load_model_and_processor`, `predict_images`, `detections_to_coco_records`, `encode_rle`, `boxes_to_xywh`,
-`coco_category_ids`, `stable_image_id`.
+`load_model_and_processor`, `decode_image`, `predict_images`, `detections_to_coco_records`, `encode_rle(s)`,
+`boxes_to_xywh`, `coco_category_ids`, `stable_image_id`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ import argparse
 import glob
 import hashlib
 import json
-import math
 import os
 import sys
 import tempfile
@@ -632,33 +631,57 @@ def _overlay_path(output_dir: str, file_name: str) -> str:
     return os.path.join(output_dir, OVERLAYS, *file_name.split("/")) + ".png"
 
 
+def iter_batches(items: Sequence[InputItem], batch_size: int, report: Callable[[InputItem, str], None],
+                 window_batches: int = SORT_WINDOW_BATCHES) -> Iterator[List[InputItem]]:
+    """Batches of items with similar shapes, streamed window by window (see `plan_batches`); image sizes come from
+    the file headers, and files whose header cannot be read are reported here and left out."""
+    window = max(1, batch_size * window_batches)
+    for start in range(0, len(items), window):
+        readable, sizes = [], []
+        for item in items[start:start + window]:
+            try:
+                sizes.append(read_image_size(item.path))
+                readable.append(item)
+            except OSError as error:
+                report(item, _error_text(error))
+        for indices in plan_batches(sizes, batch_size, window_batches):
+            yield [readable[index] for index in indices]
+
+
+def decode_image(path: str, processor: Any = None) -> np.ndarray:
+    """An image file as the (H, W, 3) uint8 RGB array the processor would make of it (EXIF orientation applied).
+
+    Feeding this array to the processor gives the same pixels as passing the path, and the overlay reuses it, so
+    each file is decoded once."""
+    with open_image(path, processor) as image:
+        return image_to_rgb_array(image, processor)
+
+
 def _decode_batch(items: Sequence[InputItem], processor: Any, report: Callable[[InputItem, str], None]):
-    """Decodes a batch's files; unreadable ones are reported and left out. Returns [(item, PIL image)]."""
+    """Decodes a batch's files; unreadable ones are reported and left out. Returns [(item, RGB array)]."""
     decoded = []
     for item in items:
         try:
-            image = open_image(item.path, processor)
-            image_to_rgb_array(image, processor)  # mode problems surface here, not in the batched call
-            decoded.append((item, image))
+            decoded.append((item, decode_image(item.path, processor)))
         except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as error:
             report(item, _error_text(error))
     return decoded
 
 
-def process_batch(decoded: Sequence[Tuple[InputItem, Image.Image]], model: Any, processor: Any,
+def process_batch(decoded: Sequence[Tuple[InputItem, np.ndarray]], model: Any, processor: Any,
                   arguments: argparse.Namespace, category_ids: Optional[Mapping[int, int]],
                   label_names: Sequence[str], output_dir: str) -> List[Dict[str, Any]]:
     """Forward pass, records and overlays of one batch of decoded images -> journal entries."""
     entries = []
-    results = predict_images(model, processor, [image for _, image in decoded], arguments.threshold,
+    results = predict_images(model, processor, [rgb for _, rgb in decoded], arguments.threshold,
                              arguments.mask_threshold, arguments.dtype)
-    for (item, image), result in zip(decoded, results):
+    for (item, rgb), result in zip(decoded, results):
         height, width = (int(size) for size in result["masks"].shape[-2:])
         records = detections_to_coco_records(result, item.image_id, category_ids, item.file_name)
         if not arguments.no_overlays:
             path = _overlay_path(output_dir, item.file_name)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            draw_overlay(image_to_rgb_array(image, processor), result, label_names).save(path)
+            draw_overlay(rgb, result, label_names).save(path)
         entries.append({"image": {"id": item.image_id, "file_name": item.file_name, "width": width,
                                   "height": height}, "annotations": records})
     return entries
@@ -695,30 +718,22 @@ def run(arguments: argparse.Namespace) -> Tuple[RunSummary, OutputFolder]:
             output.fail(item.file_name, item.path, error)
             summary.failed += 1
             progress.message(f"skipped {item.file_name}: {error}")
+            progress.update(1)
 
         for problem in input_problems:
             output.fail(**problem)
             summary.failed += 1
             progress.message(f"skipped {problem['file_name']}: {problem['error']}")
 
-        sized, sizes = [], []
-        for item in todo:  # header-only pass: sizes for grouping, and most unreadable files caught early
-            try:
-                sizes.append(read_image_size(item.path))
-                sized.append(item)
-            except OSError as error:
-                report(item, _error_text(error))
-                progress.update(1)
         start = time.perf_counter()
-        for batch_indices in plan_batches(sizes, arguments.batch_size):
-            batch = [sized[index] for index in batch_indices]
+        for batch in iter_batches(todo, arguments.batch_size, report):
             decoded = _decode_batch(batch, processor, report)
             entries = _run_with_fallback(decoded, model, processor, arguments, category_ids, label_names,
                                          output.output_dir, report)
             output.add(entries)
             summary.done += len(entries)
             summary.instances += sum(len(entry["annotations"]) for entry in entries)
-            progress.update(len(batch), failed=summary.failed, instances=summary.instances)
+            progress.update(len(entries), failed=summary.failed, instances=summary.instances)
         summary.seconds = time.perf_counter() - start
     finally:
         if progress is not None:

@@ -191,13 +191,13 @@ def predict_dataset(model: Any, processor: Any, ground_truth: "COCO", image_ids:
                 image = images[index]
                 path = os.path.join(images_dir, image["file_name"])
                 try:
-                    decoded.append((image, segment.open_image(path, processor)))
+                    decoded.append((image, segment.decode_image(path, processor)))
                 except (OSError, ValueError, TypeError) as error:
                     failures.append({"file_name": image["file_name"], "path": path,
                                      "error": segment._error_text(error)})
                     progress.message(f"skipped {image['file_name']}: {failures[-1]['error']}")
             if decoded:
-                results = segment.predict_images(model, processor, [pil for _, pil in decoded], threshold,
+                results = segment.predict_images(model, processor, [rgb for _, rgb in decoded], threshold,
                                                  mask_threshold, dtype)
                 for (image, _), result in zip(decoded, results):
                     height, width = result["masks"].shape[-2:]
