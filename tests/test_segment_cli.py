@@ -412,3 +412,14 @@ def test_plan_batches_groups_shapes_within_a_window():
     assert segment.plan_batches(sizes, 2) == [[0, 2], [4, 1], [3]]
     assert segment.plan_batches(sizes, 1, window_batches=1) == [[0], [1], [2], [3], [4]]
     assert segment.plan_batches([], 4) == []
+
+
+def test_header_sizes_match_decoded_images_including_exif_rotation():
+    """Batches are planned from file headers; they must agree with the decoded (EXIF-rotated) pixels."""
+    fixtures = sorted((REPO_ROOT / "tests" / "fixtures" / "images").glob("*.*"))
+    assert any("exif" in path.name for path in fixtures)
+    for path in fixtures:
+        assert segment.read_image_size(str(path)) == segment.decode_image(str(path)).shape[:2], path.name
+    rotated = next(path for path in fixtures if "exif_rot6" in path.name)
+    with Image.open(rotated) as image:
+        assert segment.read_image_size(str(rotated)) == (image.size[0], image.size[1])  # width/height swapped
