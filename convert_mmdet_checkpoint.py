@@ -12,6 +12,7 @@ is checked against the chosen config before anything is written, and the output 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import hashlib
 import json
 import logging
@@ -834,10 +835,11 @@ def preprocessor_json_dict(config: MaskRCNNConfig) -> Dict[str, Any]:
     return content
 
 
-def write_hf_folder(prepared: PreparedConversion, folder: Path, code_dir: Path = REPO_ROOT) -> None:
+def write_hf_folder(prepared: PreparedConversion, folder: Path, code_dir: Optional[Path] = None) -> None:
     """Write config.json, preprocessor_config.json, model.safetensors and the code files into an existing folder."""
     from safetensors.torch import save_file
 
+    code_dir = REPO_ROOT if code_dir is None else code_dir
     with open(folder / "config.json", "w", encoding="utf-8") as handle:
         json.dump(config_json_dict(prepared.config), handle, indent=2, sort_keys=True)
         handle.write("\n")
@@ -855,41 +857,39 @@ def write_hf_folder(prepared: PreparedConversion, folder: Path, code_dir: Path =
                            "loading with trust_remote_code=True.", file_name, code_dir)
 
 
-def _looks_like_previous_output(folder: Path) -> bool:
-    """True for an empty folder or one written by this converter (config.json with a Mask R-CNN model_type)."""
-    entries = list(folder.iterdir())
-    if not entries:
-        return True
-    try:
-        with open(folder / "config.json", encoding="utf-8") as handle:
-            return json.load(handle).get("model_type") == MaskRCNNConfig.model_type
-    except (OSError, ValueError):
-        return False
-
-
 def _check_output_dir(output_dir: Path) -> None:
+    """Refuse a path that is a file, or a folder holding another model's config.json (it would be overwritten)."""
     if output_dir.exists() and not output_dir.is_dir():
         raise ConversionError(f"Output path {output_dir} exists and is not a folder.")
-    if output_dir.is_dir() and not _looks_like_previous_output(output_dir):
-        raise ConversionError(
-            f"Output folder {output_dir} already exists and does not look like a converted Mask R-CNN folder "
-            "(no config.json with model_type 'mask_rcnn'); refusing to replace it. Choose another --output-dir.")
-
-
-def _publish_folder(staging: Path, output_dir: Path) -> None:
-    """Move the finished staging folder to `output_dir`, replacing a previous conversion output."""
-    backup = None
-    if output_dir.exists():
-        backup = output_dir.with_name(f".{output_dir.name}.replaced-{os.getpid()}")
-        os.replace(output_dir, backup)
+    config_path = output_dir / "config.json"
+    if not config_path.is_file():
+        return
     try:
-        os.replace(staging, output_dir)
-    except OSError:
-        if backup is not None:
-            os.replace(backup, output_dir)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+        with open(config_path, encoding="utf-8") as handle:
+            model_type = json.load(handle).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        model_type = None
+    if model_type != MaskRCNNConfig.model_type:
+        raise ConversionError(
+            f"Output folder {output_dir} already holds a config.json that is not a Mask R-CNN config (model_type "
+            f"{model_type!r}); refusing to overwrite it. Choose another --output-dir.")
+
+
+def _publish_files(staging: Path, output_dir: Path) -> None:
+    """Move each finished file from `staging` into `output_dir`, replacing only files of the same name.
+
+    Nothing else in `output_dir` is touched, so converting into the repository root (`--output-dir .`) only adds
+    `model.safetensors` and refreshes the configs. Code files already identical to the ones written (the repository
+    converting into itself) are left as they are. Configs move last, so the folder never points at files that are
+    not there yet.
+    """
+    names = sorted(path.name for path in staging.iterdir())
+    ordered = [name for name in names if not name.endswith(".json")] + [name for name in names if name.endswith(".json")]
+    for name in ordered:
+        target = output_dir / name
+        if name in CODE_FILES and target.is_file() and filecmp.cmp(staging / name, target, shallow=False):
+            continue
+        os.replace(staging / name, target)
 
 
 def _require_hub_token() -> str:
@@ -929,7 +929,8 @@ def convert_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] 
     Args:
         config_name: one of the 21 zoo config names (aliases and a `.py` suffix accepted).
         checkpoint: local path or http(s)/file URL; None downloads the official zoo file (sha256-checked).
-        output_dir: folder to create (a previous conversion output there is replaced).
+        output_dir: folder to write into; only the converter's own files there are replaced, everything
+            else (e.g. a repository checkout around them) is kept.
         push_to_hub: Hub repo id to upload the folder to (needs a token; checked before converting).
         class_names: class names to use instead of the checkpoint meta / COCO default.
         cache_dir: download cache (default `default_cache_dir()`).
@@ -947,16 +948,21 @@ def convert_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] 
     del state_dict
 
     staging: Optional[Path] = None
+    created_output_dir = not output_dir.exists()
     try:
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
-        os.chmod(staging, 0o755)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        # staged inside the output folder: the final per-file moves are atomic renames on one file system
+        staging = Path(tempfile.mkdtemp(prefix=".convert-partial-", dir=output_dir))
         write_hf_folder(prepared, staging)
-        _publish_folder(staging, output_dir)
+        _publish_files(staging, output_dir)
     except OSError as error:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        if created_output_dir and output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()
         raise ConversionError(
             f"Writing {output_dir} failed ({error.strerror or error}); the checkpoint itself is valid, and no "
-            "partial folder was left behind.") from None
+            "partial file was left behind.") from None
     finally:
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -545,19 +545,42 @@ def test_failed_conversion_writes_nothing(r50_state_dict, fast_tmp):
 # ------------------------------------------------------------------------------------------------ output folder
 
 
-def test_previous_output_is_replaced_but_other_folders_are_not(zoo_checkpoint_file, fast_tmp):
+def test_converting_again_replaces_only_the_converters_own_files(zoo_checkpoint_file, fast_tmp):
     checkpoint = zoo_checkpoint_file(R50)
     output = convert_checkpoint(R50, checkpoint, fast_tmp / "out")
-    (output / "stale.txt").write_text("from an older conversion")
+    (output / "notes.txt").write_text("the user's own file")
+    (output / "model.safetensors").write_bytes(b"stale weights")
     convert_checkpoint(R50, checkpoint, fast_tmp / "out")
-    assert not (output / "stale.txt").exists() and (output / "model.safetensors").is_file()
+    assert (output / "notes.txt").read_text() == "the user's own file"
+    assert (output / "model.safetensors").stat().st_size > 1000
+    assert not [path.name for path in output.iterdir() if path.name.startswith(".convert-partial")]
 
-    other = fast_tmp / "my_project"
+
+def test_converting_into_a_repository_checkout_keeps_everything_else(zoo_checkpoint_file, fast_tmp):
+    """`--output-dir .` from the repository root must only add the weights and refresh the configs."""
+    checkout = fast_tmp / "checkout"
+    (checkout / "tests").mkdir(parents=True)
+    (checkout / ".git").mkdir()
+    (checkout / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (checkout / "tests" / "test_something.py").write_text("def test(): pass\n")
+    (checkout / "README.md").write_text("# card\n")
+    for file_name in convert.CODE_FILES:
+        if (convert.REPO_ROOT / file_name).is_file():
+            shutil.copyfile(convert.REPO_ROOT / file_name, checkout / file_name)
+    convert_checkpoint(R50, zoo_checkpoint_file(R50), checkout)
+    assert (checkout / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert (checkout / "tests" / "test_something.py").is_file() and (checkout / "README.md").read_text() == "# card\n"
+    assert (checkout / "model.safetensors").is_file() and (checkout / "config.json").is_file()
+
+
+def test_a_folder_holding_another_models_config_is_refused(zoo_checkpoint_file, fast_tmp):
+    other = fast_tmp / "bert"
     other.mkdir()
-    (other / "notes.txt").write_text("keep me")
-    with pytest.raises(ConversionError, match="does not look like a converted Mask R-CNN folder"):
-        convert_checkpoint(R50, checkpoint, other)
-    assert (other / "notes.txt").read_text() == "keep me"
+    (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ConversionError, match="not a Mask R-CNN config"):
+        convert_checkpoint(R50, zoo_checkpoint_file(R50), other)
+    assert json.loads((other / "config.json").read_text()) == {"model_type": "bert"}
+    assert sorted(path.name for path in other.iterdir()) == ["config.json"]
 
 
 # ------------------------------------------------------------------------------------------------ downloads
