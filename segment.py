@@ -546,6 +546,8 @@ class OutputFolder:
         os.makedirs(self.output_dir, exist_ok=True)
         self.info, self.categories = info, categories
         self.entries: Dict[str, Dict[str, Any]] = load_finished(self.output_dir) if resume else {}
+        if not resume and os.path.isfile(os.path.join(self.output_dir, JOURNAL)):
+            print(f"note: replacing the results in {self.output_dir} (pass --resume to keep them)", file=sys.stderr)
         self.failures: Dict[str, Dict[str, str]] = {}
         self.previous_info: Optional[Dict[str, Any]] = None
         images_path = os.path.join(self.output_dir, IMAGES)
