@@ -285,9 +285,9 @@ def predict_images(model: Any, processor: Any, images: Sequence[Any], threshold:
         images: anything `MaskRCNNImageProcessor` accepts (PIL images, paths, arrays), all in one forward pass.
         threshold, mask_threshold: as in `post_process_instance_segmentation` (`score >= threshold`).
         dtype: "float32", or "bfloat16"/"float16" (or the torch dtypes) to run the network under `torch.autocast`:
-            convolutions and linear layers in that precision, while the weights stay float32 and the ops autocast
-            keeps in float32 (RoIAlign, NMS) and the model's own float32 islands (box decoding, scores, mask
-            probabilities) stay exact; mask pasting is float32 post-processing.
+            convolutions and linear layers in that precision, while the weights stay float32, and RoIAlign, NMS,
+            the model's own float32 steps (box decoding, scores, mask probabilities) and mask pasting run in
+            float32.
 
     Yields:
         per image, in input order, `{"boxes", "scores", "labels", "masks" (N, H, W) bool}` on the CPU, in original
