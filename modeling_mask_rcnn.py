@@ -502,18 +502,23 @@ class MaskRCNNMultiLevelRoIAlign(nn.Module):
         self.out_channels = config.fpn_out_channels
 
     def forward(self, pyramid: List[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        """RoIs stay float32 whatever the model dtype (bf16 would round coordinates to several pixels); reduced-
+        precision features are pooled in float32 (torchvision's CPU kernel has no bf16/fp16 version) and the pooled
+        features are returned in the model dtype."""
         features = pyramid[: len(self.featmap_strides)]
-        rois = rois.type_as(features[0])
+        model_dtype = features[0].dtype
+        rois = rois.float()
         roi_features = features[0].new_zeros(rois.shape[0], self.out_channels, self.output_size, self.output_size)
         levels = map_rois_to_levels(rois, self.finest_scale, len(features))
         for level, (feature, stride) in enumerate(zip(features, self.featmap_strides)):
             indices = (levels == level).nonzero(as_tuple=False).squeeze(1)
             if indices.numel() == 0:
                 continue
-            roi_features[indices] = torchvision_roi_align(
-                feature, rois[indices], (self.output_size, self.output_size), spatial_scale=1 / stride,
+            pooled = torchvision_roi_align(
+                feature.float(), rois[indices], (self.output_size, self.output_size), spatial_scale=1 / stride,
                 sampling_ratio=self.sampling_ratio, aligned=self.aligned,
             )
+            roi_features[indices] = pooled.to(model_dtype)
         return roi_features
 
 
@@ -754,7 +759,7 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
                 torch.zeros((0,), dtype=torch.long, device=p.device) for p in proposal_boxes
             ]
         rois = boxes_to_rois(proposal_boxes)
-        roi_features = self.box_roi_align(pyramid, rois.to(pyramid[0].dtype))
+        roi_features = self.box_roi_align(pyramid, rois)
         class_logits, box_deltas = self.box_head(roi_features)
         counts = [p.shape[0] for p in proposal_boxes]
         boxes, scores, labels = [], [], []
@@ -783,7 +788,7 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         if sum(counts) == 0:
             return [b.new_zeros((0, mask_size, mask_size)) for b in boxes]
         rois = boxes_to_rois(boxes)
-        roi_features = self.mask_roi_align(pyramid, rois.to(pyramid[0].dtype))
+        roi_features = self.mask_roi_align(pyramid, rois)
         mask_logits = self.mask_head(roi_features).float()
         all_labels = torch.cat(labels)
         own_class_logits = mask_logits[torch.arange(mask_logits.shape[0], device=mask_logits.device), all_labels]
