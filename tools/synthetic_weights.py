@@ -89,6 +89,12 @@ def standard_normal(seed: int, key: str, shape: Tuple[int, ...]) -> np.ndarray:
     return rng.standard_normal(shape)  # float64
 
 
+# Output scale of P2..P5 (P6 = max-pool of P5). Larger features on coarse levels make their objectness and class
+# logits more extreme, so large anchors/RoIs compete with the ~60x more numerous P2 anchors and all four RoI
+# levels occur among the final detections.
+FPN_LEVEL_GAINS = (0.5, 0.7, 1.0, 1.6)
+
+
 def _fan_in(shape: Tuple[int, ...], key: str) -> int:
     if key.endswith("upsample.weight"):  # ConvTranspose2d [in, out, kh, kw]: each output sums in*kh*kw/stride^2
         return shape[0]
@@ -102,6 +108,8 @@ def _scale(key: str, shape: Tuple[int, ...]) -> Tuple[float, float]:
             return 0.1, 0.0  # BN beta
         if "rpn_cls" in key or "fc_cls" in key or "fc_reg" in key or "rpn_reg" in key or "conv_logits" in key:
             return 0.0, 0.0  # set by calibration
+        if key.startswith("neck.fpn_convs."):
+            return 0.05 * FPN_LEVEL_GAINS[int(key.split(".")[2])], 0.0
         return 0.05, 0.0
     if key.endswith(".weight") and len(shape) == 1:  # BN gamma
         if ".bn3." in key or ".downsample.1." in key:
@@ -111,6 +119,8 @@ def _scale(key: str, shape: Tuple[int, ...]) -> Tuple[float, float]:
     if key.startswith("backbone.") or "rpn_conv" in key or "shared_fcs" in key or "mask_head.convs" in key \
             or "upsample" in key:
         return math.sqrt(2.0 / fan_in), 0.0  # He normal (ReLU follows)
+    if key.startswith("neck.fpn_convs."):
+        return FPN_LEVEL_GAINS[int(key.split(".")[2])] * math.sqrt(1.0 / fan_in), 0.0
     if key.startswith("neck."):
         return math.sqrt(1.0 / fan_in), 0.0  # linear layers keep the variance
     if "rpn_cls" in key:
