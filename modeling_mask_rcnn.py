@@ -194,8 +194,9 @@ def batched_non_maximum_suppression(
 class MaskRCNNFrozenBatchNorm2d(nn.BatchNorm2d):
     """Batch norm that always normalises with its running statistics (MMDetection's `norm_eval=True`).
 
-    Same parameters and state-dict keys as `nn.BatchNorm2d`. In `numerics="fast"` mode the backbone folds it into
-    the preceding convolution instead (`folded_conv_parameters`), which saves a full pass over every feature map.
+    Same parameters and state-dict keys as `nn.BatchNorm2d`. With `config.fuse_batch_norms` (fast numerics) the
+    backbone folds it into the preceding convolution instead (`folded_conv_parameters`), which saves a full pass over
+    every feature map.
     """
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -791,8 +792,11 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         roi_features = self.mask_roi_align(pyramid, rois)
         mask_logits = self.mask_head(roi_features).float()
         all_labels = torch.cat(labels)
-        own_class_logits = mask_logits[torch.arange(mask_logits.shape[0], device=mask_logits.device), all_labels]
-        return list(own_class_logits.sigmoid().split(counts))
+        # sigmoid over all classes first, then pick each detection's class, as MMDetection does: the vectorised
+        # and scalar code paths of `sigmoid` round differently, so the element positions must match too
+        mask_probs = mask_logits.sigmoid()
+        own_class_probs = mask_probs[torch.arange(mask_probs.shape[0], device=mask_probs.device), all_labels]
+        return list(own_class_probs.split(counts))
 
     # -------------------------------------------------------------------------------------------- forward
     def forward(
@@ -844,11 +848,12 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
                 "model in float32 or use numerics='fast'."
             )
         pixel_values = pixel_values.to(self.dtype)
-        if not exact:
+        fuse = self.config.fuse_batch_norms and not exact
+        if fuse:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
 
-        # 1. backbone and feature pyramid: P2..P6 (fast numerics: batch norms folded into the convolutions)
-        pyramid = self.fpn(self.backbone(pixel_values, fold_batch_norms=not exact))
+        # 1. backbone and feature pyramid: P2..P6 (optionally with batch norms folded into the convolutions)
+        pyramid = self.fpn(self.backbone(pixel_values, fold_batch_norms=fuse))
         # 2. region proposals per image
         proposal_boxes, proposal_scores = self.propose(pyramid, sizes)
         # 3. box head + class-wise NMS -> detections in the resized frame

@@ -29,9 +29,10 @@ from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation  # noqa: E402
 from synthetic_weights import config_name_of, make_synthetic_state_dict  # noqa: E402
 
 
-def build_model(variant: str, numerics: str = "exact", dtype: torch.dtype = torch.float32):
+def build_model(variant: str, numerics: str = "exact", dtype: torch.dtype = torch.float32,
+                fuse_batch_norms: bool = False):
     """Our model with the synthetic weights of a golden variant (converted MMDetection key names)."""
-    config = zoo_config(config_name_of(variant), numerics=numerics)
+    config = zoo_config(config_name_of(variant), numerics=numerics, fuse_batch_norms=fuse_batch_norms)
     model = MaskRCNNForInstanceSegmentation(config).eval()
     state_dict = {mmdet_key_to_hf_key(key): value for key, value in make_synthetic_state_dict(variant).items()}
     model.load_state_dict(state_dict, strict=True)
@@ -172,25 +173,28 @@ def compare_stages(result: CaseResult) -> Dict[str, object]:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--numerics", choices=["exact", "fast", "both"], default="both")
+    parser.add_argument("--fuse-batch-norms", action="store_true", help="fast mode with batch norms folded")
     parser.add_argument("--variant", default=None)
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     modes = ["exact", "fast"] if args.numerics == "both" else [args.numerics]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dtype {args.dtype}")
-    header = (f"{'numerics':8} {'variant':34} {'image':16} {'e2e':4} {'dets':>9} {'box err':>9} {'score err':>9} "
+    header = (f"{'numerics':10} {'variant':34} {'image':16} {'e2e':4} {'dets':>9} {'box err':>9} {'score err':>9} "
               f"{'mask IoU med/min':>17} {'bit-identical':>13}")
     print(header)
     variants = sorted({variant for variant, _ in golden_cases(args.variant)})
     for mode in modes:
         for variant in variants:
-            model = build_model(variant, "fast" if dtype != torch.float32 else mode, dtype)
+            fuse = args.fuse_batch_norms and mode == "fast"
+            model = build_model(variant, "fast" if dtype != torch.float32 else mode, dtype, fuse)
             processor = build_processor(model)
             for _, stem in golden_cases(variant):
                 for end_to_end in (False, True):
                     result = run_case(model, processor, variant, stem, end_to_end)
                     stats = compare_final(result)
-                    print(f"{mode:8} {variant:34} {stem:16} {'yes' if end_to_end else 'no':4} "
+                    label = mode + ("+fused" if fuse else "")
+                    print(f"{label:10} {variant:34} {stem:16} {'yes' if end_to_end else 'no':4} "
                           f"{stats['matched']:>3}/{stats['mmdet_detections']:<3}/{stats['our_detections']:<3} "
                           f"{stats['max_box_error']:9.2e} {stats['max_score_error']:9.2e} "
                           f"{stats['median_mask_iou']:8.5f}/{stats['min_mask_iou']:.5f} "
