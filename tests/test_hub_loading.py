@@ -8,7 +8,7 @@ test_pipeline.py). A fresh Python process then loads that folder from another wo
 saw to JSON + npz; the tests below check it field by field.
 
 Speed: the test folder keeps the real R50-FPN weights layout but caps detections/proposals and resizes images to
-at most 192x128 (`TEST_SPEED_SETTINGS`), so a forward pass takes about a second instead of ten.
+at most 320x224 (`TEST_SPEED_SETTINGS`), so a forward pass takes about a second instead of ten.
 """
 
 from __future__ import annotations
@@ -35,14 +35,17 @@ for _path in (REPO_ROOT, REPO_ROOT / "tools"):
 import convert_mmdet_checkpoint as converter  # noqa: E402
 
 DEFAULT_CONFIG = "mask-rcnn_r50_fpn_1x_coco"
+# The synthetic weights are calibrated for full-size images; at the 320x224 test size few scores reach the default
+# 0.5, so the simulated user passes a lower threshold (set when the pipelines are created).
+USER_THRESHOLD = 0.05
 IMAGES = REPO_ROOT / "tests" / "fixtures" / "images"
-# photo: 640x480 -> resized 171x128, padded 192x128. tiny: 97x61 -> resized 192x121, padded 192x128 as well, but
-# wider before padding. portrait: 427x640 -> resized 85x128, padded 96x128 (a smaller canvas than the others).
+# photo: 640x480 -> resized 299x224, padded 320x224. tiny: 97x61 -> resized 320x201, padded 320x224 as well, but
+# wider before padding. portrait: 427x640 -> resized 214x320, padded 224x320 (another canvas than the others).
 PHOTO, TINY, PORTRAIT = IMAGES / "photo_640x480.png", IMAGES / "tiny_97x61.png", IMAGES / "portrait_427x640.png"
 HUB_FILES = ("config.json", "preprocessor_config.json")
 TEST_SPEED_SETTINGS = {
     "config.json": {"max_detections_per_image": 8, "rpn_max_proposals": 100, "rpn_pre_nms_top_k": 200},
-    "preprocessor_config.json": {"resize_scale": [192, 128]},
+    "preprocessor_config.json": {"resize_scale": [320, 224]},
 }
 
 
@@ -163,6 +166,7 @@ HUB_USER_SCRIPT = textwrap.dedent(r'''
     from transformers import AutoImageProcessor, AutoModel, pipeline
 
     folder, work, photo, tiny, portrait = sys.argv[1:6]
+    threshold = float(sys.argv[6])  # a user's threshold, given to the pipelines when they are created
     report, masks = {"transformers_version": transformers.__version__, "cwd": os.getcwd()}, {}
 
     def record(name, annotations):
@@ -190,7 +194,8 @@ HUB_USER_SCRIPT = textwrap.dedent(r'''
             report[f"untrusted/{task}"] = {"error": type(error).__name__, "message": str(error)}
 
     # 2. the segmentation pipeline: single images, then real batches of two (the last batch holds one image)
-    segmenter = pipeline("image-segmentation", model=folder, trust_remote_code=True, device="cpu")
+    segmenter = pipeline("image-segmentation", model=folder, trust_remote_code=True, device="cpu",
+                         threshold=threshold)
     report["segmenter"] = {"class": type(segmenter).__name__, "processor": type(segmenter.image_processor).__name__,
                            "model": type(segmenter.model).__name__}
     record("seg/photo", segmenter(photo))
@@ -208,7 +213,7 @@ HUB_USER_SCRIPT = textwrap.dedent(r'''
     def by_hand(images, name_list):
         with torch.no_grad():
             outputs = model(**processor(images, return_tensors="pt"))
-        for name, result in zip(name_list, processor.post_process_instance_segmentation(outputs, threshold=0.5)):
+        for name, result in zip(name_list, processor.post_process_instance_segmentation(outputs, threshold=threshold)):
             record(name, [{"score": float(s), "label": id2label[int(l)],
                            "mask": Image.fromarray(m.numpy().astype(np.uint8) * 255),
                            "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), b.int().tolist()))}
@@ -218,7 +223,7 @@ HUB_USER_SCRIPT = textwrap.dedent(r'''
     single_outputs = by_hand([photo], ["hand/photo"])
 
     # 4. the detection pipeline on a batch of two images that pad to the same canvas
-    detector = pipeline("object-detection", model=folder, trust_remote_code=True, device="cpu")
+    detector = pipeline("object-detection", model=folder, trust_remote_code=True, device="cpu", threshold=threshold)
     report["detector"] = {"class": type(detector).__name__}
     for name, annotations in zip(("photo", "tiny"), detector([photo, tiny], batch_size=2)):
         record(f"det/batch/{name}", annotations)
@@ -241,7 +246,7 @@ HUB_USER_SCRIPT = textwrap.dedent(r'''
                                 "custom_pipelines": saved_config.get("custom_pipelines"),
                                 "auto_map": saved_config.get("auto_map")}
     reloaded_segmenter = pipeline("image-segmentation", model=f"{work}/saved-pipeline", trust_remote_code=True,
-                                  device="cpu")
+                                  device="cpu", threshold=threshold)
     record("reloaded/seg/photo", reloaded_segmenter(photo))
     reloaded_detector = pipeline("object-detection", model=f"{work}/saved-pipeline", trust_remote_code=True,
                                  device="cpu")
@@ -258,7 +263,8 @@ def hub_run(hub_folder, tmp_path_factory) -> Dict[str, Any]:
     script = work / "hub_user.py"
     script.write_text(HUB_USER_SCRIPT, encoding="utf-8")
     completed = subprocess.run(
-        [sys.executable, str(script), str(hub_folder.path), str(work), str(PHOTO), str(TINY), str(PORTRAIT)],
+        [sys.executable, str(script), str(hub_folder.path), str(work), str(PHOTO), str(TINY), str(PORTRAIT),
+         str(USER_THRESHOLD)],
         cwd=work, env=hub_user_env(work / "hf_home"), stdin=subprocess.DEVNULL, capture_output=True, text=True,
         timeout=600)
     assert completed.returncode == 0, f"hub-user process failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
@@ -326,7 +332,7 @@ def test_output_format_field_by_field(hub_run, hub_folder, name):
     for item in annotations:
         assert item["keys"] == fields
         assert item["types"] == {field: ANNOTATION_TYPES[field] for field in fields}
-        assert 0.5 <= item["score"] <= 1.0
+        assert USER_THRESHOLD <= item["score"] <= 1.0
         assert item["label"] in hub_folder.id2label.values()
         if "mask" in fields:
             assert item["mask"]["mode"] == "L" and item["mask"]["size"] == [width, height]
@@ -347,8 +353,8 @@ def test_single_image_call_equals_processor_model_postprocess(hub_run):
 
 
 def test_batched_call_equals_the_processors_padded_batch(hub_run):
-    """portrait (128x192 resized) and photo (171x128) differ in size: with batch_size=2 they run in ONE forward
-    pass, padded together to 192x192 exactly as the image processor pads a list of images (as MMDetection does)."""
+    """portrait (214x320 resized) and photo (299x224) differ in size: with batch_size=2 they run in ONE forward
+    pass, padded together to 320x320 exactly as the image processor pads a list of images (as MMDetection does)."""
     _same_results(hub_run, "seg/batch/portrait", "hand/batch/portrait")
     _same_results(hub_run, "seg/batch/photo", "hand/batch/photo")
 
@@ -368,11 +374,11 @@ def _matches_within_rounding(single: List[Dict[str, Any]], batched: List[Dict[st
 
 
 def test_batched_vs_single_calls_with_the_same_padding(hub_run):
-    """photo (171x128) and tiny (192x121) both pad to 192x128, alone or together, so batching them adds no padding.
+    """photo (299x224) and tiny (320x201) both pad to 320x224, alone or together, so batching them adds no padding.
 
     The detections then agree up to float32 rounding: oneDNN may pick other convolution kernels for a batch of 2
     than for 1 (FPN features differ by ~1e-5, or not at all). Every detection keeps a twin (same label, score within
-    1e-4, box within 1 px), except at most one that a rounding difference moves across the 0.5 threshold or the
+    1e-4, box within 1 px), except at most one that a rounding difference moves across the threshold or the
     detection cap. Images padded further than on their own (photo next to portrait above) see other features near
     their right/bottom border and may get different detections -- the same holds in MMDetection.
     """

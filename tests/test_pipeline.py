@@ -2,7 +2,7 @@
 """Unit tests of pipeline.py, in-process on the repo's own modules (the Hub-user view is in test_hub_loading.py).
 
 The converted synthetic folder comes from `test_hub_loading.build_hub_folder` (one conversion per session); forward
-passes are kept to a handful on images resized to at most 192x128.
+passes are kept to a handful on images resized to at most 320x224.
 """
 
 from __future__ import annotations
