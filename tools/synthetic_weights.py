@@ -48,15 +48,15 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, object]]] = {
     "mask-rcnn_r50-caffe_fpn_1x_coco": ("mask-rcnn_r50-caffe_fpn_1x_coco", {}),
     "mask-rcnn_x101-32x4d_fpn_1x_coco": ("mask-rcnn_x101-32x4d_fpn_1x_coco", {}),
     # Tie-breaking variant: the R50 weights and calibration, except (1) anchor 1 (ratio 1.0) of the RPN gets an
-    # objectness bias shift (stored in its calibration file) so that its sigmoid saturates to exactly 1.0 for a
-    # few hundred locations per level, and (2) fc_cls/fc_reg rows of class pairs are duplicated so both classes
+    # objectness bias shift (stored in its calibration file) so that its sigmoid saturates to exactly 1.0 for
+    # ~150 locations per image (all levels together), and (2) fc_cls/fc_reg rows of class pairs are duplicated so both classes
     # of a pair get bit-identical scores and boxes (TIED_CLASS_PAIRS).
     "mask-rcnn_r50_fpn_1x_coco-ties": ("mask-rcnn_r50_fpn_1x_coco", {"ties": True}),
 }
 
 # (a, b): fc_cls row b and fc_cls.bias[b] are copies of row/bias a in the "ties" variant, so class b's softmax
 # score equals class a's bit for bit; fc_reg rows of b are copies too, so the two detections share the box.
-TIED_CLASS_PAIRS = ((0, 1), (2, 3), (5, 7), (14, 15), (56, 57))
+TIED_CLASS_PAIRS = tuple((2 * k, 2 * k + 1) for k in range(16))  # classes 0..31 in pairs
 TIED_RPN_ANCHOR = 1  # anchor index (ratio 1.0) whose objectness bias is shifted towards sigmoid saturation
 
 
