@@ -256,3 +256,25 @@ def test_config_with_another_class_count_than_the_weights_fails_at_load_time(tmp
 def test_nonsense_config_values_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
         MaskRCNNConfig(**overrides)
+
+
+# ----------------------------------------------------------------------------------------------------- numerics
+def test_numerics_is_chosen_at_load_time_and_exact_refuses_fusion(tmp_path):
+    MaskRCNNForInstanceSegmentation(MaskRCNNConfig()).save_pretrained(tmp_path)
+    assert MaskRCNNForInstanceSegmentation.from_pretrained(tmp_path).config.numerics == "fast"
+    exact = MaskRCNNForInstanceSegmentation.from_pretrained(tmp_path, numerics="exact")
+    assert exact.config.numerics == "exact" and not exact.config.fuse_batch_norms
+    fused = MaskRCNNForInstanceSegmentation.from_pretrained(tmp_path, fuse_batch_norms=True)
+    assert fused.config.fuse_batch_norms
+    with pytest.raises(ValueError, match="cannot be combined with numerics='exact'"):
+        MaskRCNNConfig(numerics="exact", fuse_batch_norms=True)
+
+
+def test_fused_batch_norms_change_rounding_only(detecting_model):
+    """Folding is an exact identity in real arithmetic: float32 outputs stay within rounding of the unfused ones."""
+    pixel_values = torch.randn(1, 3, 64, 96)
+    with torch.inference_mode():
+        unfused = detecting_model.backbone(pixel_values, fold_batch_norms=False)
+        fused = detecting_model.backbone(pixel_values, fold_batch_norms=True)
+    for plain, folded in zip(unfused, fused):
+        torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-4 * float(plain.abs().max()))

@@ -302,3 +302,14 @@ def test_save_pretrained_keeps_both_tasks_even_when_registered(loaded, tmp_path,
         assert (tmp_path / "saved" / code_file).read_bytes() == (REPO_ROOT / code_file).read_bytes()
     processor_config = json.loads((tmp_path / "saved" / "preprocessor_config.json").read_text(encoding="utf-8"))
     assert processor_config["auto_map"] == converter.IMAGE_PROCESSOR_AUTO_MAP
+
+
+def test_numerics_reaches_the_model_through_pipeline_model_kwargs(loaded, tmp_path, monkeypatch):
+    from transformers import pipeline
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    folder = loaded[0]
+    segmenter = pipeline("image-segmentation", model=str(folder), trust_remote_code=True, device="cpu",
+                         model_kwargs={"numerics": "exact"})
+    assert segmenter.model.config.numerics == "exact"
+    assert type(segmenter).__name__ == "MaskRCNNSegmentationPipeline"
