@@ -123,9 +123,9 @@ class MaskRCNNConfig(_BaseConfig):
             them off (the default) its float32 results equal exact mode's.
         fuse_batch_norms (`bool`, *optional*, defaults to `False`):
             Fast mode only: fold the frozen batch norms into the convolutions and run the backbone channels-last
-            (about 30% faster backbone on CPU). Rounding then differs from MMDetection: on the parity fixtures all
-            detections are kept, but boxes move by up to ~0.02 px and scores by up to ~6e-4, more than the parity
-            tolerance (0.01 px, 1e-4), hence opt-in.
+            (about 12% faster end to end on a 2-core CPU). Rounding then differs from MMDetection: on the parity
+            fixtures all detections are kept, but boxes move by up to ~0.08 px and scores by up to ~1.7e-3, more
+            than the parity tolerance (0.01 px, 1e-4), hence opt-in.
         mmdet_config_name (`str`, *optional*):
             Name of the MMDetection zoo config the weights come from (informational).
     """
