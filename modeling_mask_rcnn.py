@@ -753,12 +753,14 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
     def detect(
         self, pyramid: List[torch.Tensor], proposal_boxes: List[torch.Tensor], image_sizes: List[Tuple[int, int]]
     ) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
-        """Box head on all proposals of the batch, then per-image class-wise NMS."""
-        empty = [p.new_zeros((0, 4)) for p in proposal_boxes]
+        """Box head on all proposals of the batch, then per-image class-wise NMS (`select_detections` also returns
+        empty tensors for an image without proposals)."""
         if sum(p.shape[0] for p in proposal_boxes) == 0:
-            return empty, [p.new_zeros((0,)) for p in proposal_boxes], [
-                torch.zeros((0,), dtype=torch.long, device=p.device) for p in proposal_boxes
-            ]
+            return (
+                [p.new_zeros((0, 4)) for p in proposal_boxes],
+                [p.new_zeros((0,)) for p in proposal_boxes],
+                [torch.zeros((0,), dtype=torch.long, device=p.device) for p in proposal_boxes],
+            )
         rois = boxes_to_rois(proposal_boxes)
         roi_features = self.box_roi_align(pyramid, rois)
         class_logits, box_deltas = self.box_head(roi_features)
@@ -767,13 +769,9 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         for proposals, logits, deltas, image_size in zip(
             proposal_boxes, class_logits.float().split(counts), box_deltas.float().split(counts), image_sizes
         ):
-            if proposals.shape[0] == 0:
-                image_boxes, image_scores = proposals.new_zeros((0, 4)), proposals.new_zeros((0,))
-                image_labels = torch.zeros((0,), dtype=torch.long, device=proposals.device)
-            else:
-                image_boxes, image_scores, image_labels = select_detections(
-                    proposals, logits, deltas, image_size, self.config
-                )
+            image_boxes, image_scores, image_labels = select_detections(
+                proposals, logits, deltas, image_size, self.config
+            )
             boxes.append(image_boxes)
             scores.append(image_scores)
             labels.append(image_labels)

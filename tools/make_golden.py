@@ -49,11 +49,9 @@ if REPO_ROOT not in sys.path:
 
 from tools import synthetic_weights as sw  # noqa: E402
 
-FIXTURES = os.path.join(REPO_ROOT, "tests", "fixtures")
-IMAGES_DIR = os.path.join(FIXTURES, "images")
-PREPROCESSED_DIR = os.path.join(FIXTURES, "preprocessed")
-GOLDEN_DIR = os.path.join(FIXTURES, "golden")
-MANIFEST = os.path.join(GOLDEN_DIR, "manifest.json")
+from tools.golden import FIXTURES_DIR as FIXTURES  # noqa: E402  (one definition of the fixture layout)
+from tools.golden import GOLDEN_DIR, IMAGES_DIR, PREPROCESSED_DIR  # noqa: E402
+from tools.golden import MANIFEST_PATH as MANIFEST  # noqa: E402
 
 # normalisation presets by zoo style (values as in the mmdet configs' data_preprocessor)
 NORMALIZATIONS = {
