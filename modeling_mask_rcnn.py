@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -486,12 +488,32 @@ def map_rois_to_levels(rois: torch.Tensor, finest_scale: int, num_levels: int) -
     return levels.clamp(min=0, max=num_levels - 1).long()
 
 
+_ROI_ALIGN_POOLS: dict = {}
+_ROI_ALIGN_POOLS_LOCK = threading.Lock()
+
+
+def roi_align_thread_pool(num_threads: int) -> ThreadPoolExecutor:
+    """A process-wide pool of `num_threads` workers for CPU RoIAlign (created once per thread count)."""
+    with _ROI_ALIGN_POOLS_LOCK:
+        pool = _ROI_ALIGN_POOLS.get(num_threads)
+        if pool is None:
+            pool = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="mask-rcnn-roi-align")
+            _ROI_ALIGN_POOLS[num_threads] = pool
+        return pool
+
+
 class MaskRCNNMultiLevelRoIAlign(nn.Module):
     """RoIAlign from the FPN level matching each RoI's size (MMDetection's `SingleRoIExtractor`).
 
     `(total_rois, 5)` RoIs -> `(total_rois, fpn_out_channels, output_size, output_size)`; one
     `torchvision.ops.roi_align` call per level, half-pixel aligned, adaptive sampling by default.
+
+    torchvision's CPU kernel runs on one core, so on CPU the RoIs of each level are split into
+    `torch.get_num_threads()` chunks pooled in parallel threads (the kernel releases the GIL). Every RoI is computed
+    by the same code on the same data either way, so the result is bit-identical to a single call.
     """
+
+    min_rois_per_thread = 16
 
     def __init__(self, config: MaskRCNNConfig, output_size: int) -> None:
         super().__init__()
@@ -502,6 +524,13 @@ class MaskRCNNMultiLevelRoIAlign(nn.Module):
         self.aligned = config.roi_aligned
         self.out_channels = config.fpn_out_channels
 
+    def pool_level(self, feature: torch.Tensor, level_rois: torch.Tensor, stride: int) -> torch.Tensor:
+        """`torchvision.ops.roi_align` of `(num_rois, 5)` RoIs on one level `(batch_size, channels, h, w)`."""
+        return torchvision_roi_align(
+            feature, level_rois, (self.output_size, self.output_size), spatial_scale=1 / stride,
+            sampling_ratio=self.sampling_ratio, aligned=self.aligned,
+        )
+
     def forward(self, pyramid: List[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         """RoIs stay float32 whatever the model dtype (bf16 would round coordinates to several pixels); reduced-
         precision features are pooled in float32 (torchvision's CPU kernel has no bf16/fp16 version) and the pooled
@@ -511,15 +540,24 @@ class MaskRCNNMultiLevelRoIAlign(nn.Module):
         rois = rois.float()
         roi_features = features[0].new_zeros(rois.shape[0], self.out_channels, self.output_size, self.output_size)
         levels = map_rois_to_levels(rois, self.finest_scale, len(features))
+        num_threads = torch.get_num_threads() if rois.device.type == "cpu" else 1
+        jobs = []  # (indices into rois, level feature map, stride)
         for level, (feature, stride) in enumerate(zip(features, self.featmap_strides)):
             indices = (levels == level).nonzero(as_tuple=False).squeeze(1)
             if indices.numel() == 0:
                 continue
-            pooled = torchvision_roi_align(
-                feature.float(), rois[indices], (self.output_size, self.output_size), spatial_scale=1 / stride,
-                sampling_ratio=self.sampling_ratio, aligned=self.aligned,
-            )
-            roi_features[indices] = pooled.to(model_dtype)
+            # the kernel reads NCHW: convert a channels-last level once, not once per chunk
+            feature = feature.float().contiguous()
+            num_chunks = max(1, min(num_threads, indices.numel() // self.min_rois_per_thread))
+            jobs.extend((chunk, feature, stride) for chunk in indices.chunk(num_chunks))
+        if len(jobs) > 1 and num_threads > 1:
+            pool = roi_align_thread_pool(num_threads)
+            futures = [pool.submit(self.pool_level, feature, rois[chunk], stride) for chunk, feature, stride in jobs]
+            pooled_chunks = [future.result() for future in futures]
+        else:
+            pooled_chunks = [self.pool_level(feature, rois[chunk], stride) for chunk, feature, stride in jobs]
+        for (chunk, _, _), pooled in zip(jobs, pooled_chunks):
+            roi_features[chunk] = pooled.to(model_dtype)
         return roi_features
 
 
