@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 import segment
+from synthetic_model_folder import lean_synthetic_folder
 
 pycocotools = pytest.importorskip("pycocotools")
 from pycocotools import mask as mask_utils  # noqa: E402
@@ -32,9 +33,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_PHOTO = REPO_ROOT / "tests" / "fixtures" / "images" / "photo_640x480.png"
-CONFIG_NAME = "mask-rcnn_r50_fpn_1x_coco"
-FAST_CONFIG = {"max_detections_per_image": 20, "rpn_max_proposals": 200, "rpn_pre_nms_top_k": 200}
-FAST_RESIZE_SCALE = [300, 200]
 RECORD_KEYS = {"image_id", "file_name", "category_id", "bbox", "score", "segmentation"}
 GOOD_IMAGES = ["a.png", "sub/b.jpg", "sub/deeper/c.png"]
 BAD_INPUTS = {"broken.jpg", "empty.png", "sub/trunc.png"}
@@ -42,22 +40,9 @@ BAD_INPUTS = {"broken.jpg", "empty.png", "sub/trunc.png"}
 
 def converted_synthetic_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic R50 checkpoint converted with `convert_checkpoint`, made lean for tests; one per session
-    (the folder lives in the session's base temp dir, so other test modules reuse it)."""
-    folder = tmp_path_factory.getbasetemp() / "synthetic-r50-hub-folder"
-    if (folder / "model.safetensors").is_file():
-        return folder
-    from convert_mmdet_checkpoint import convert_checkpoint
-    from synthetic_weights import save_synthetic_checkpoint
-
-    checkpoint = save_synthetic_checkpoint(str(tmp_path_factory.mktemp("ckpt") / "synthetic.pth"), CONFIG_NAME)
-    convert_checkpoint(CONFIG_NAME, checkpoint=checkpoint, output_dir=folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(FAST_CONFIG)
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
-    preprocessor["resize_scale"] = FAST_RESIZE_SCALE
-    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
-    return folder
+    (the folder lives in the session's base temp dir, so other test modules reuse it). Built by
+    tools/synthetic_model_folder.py, which tools/widget_examples.py uses too."""
+    return lean_synthetic_folder(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
