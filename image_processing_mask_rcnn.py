@@ -19,6 +19,7 @@ import io
 import logging
 import math
 import os
+import struct
 from collections.abc import Mapping
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -57,19 +58,55 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 MAX_CHANNELS = 4  # gray, gray+alpha, RGB, RGBA
 # Mask pasting evaluates grid_sample on at most this many canvas pixels at a time (~12 bytes each).
 PASTE_CHUNK_PIXELS = 1 << 20
+# Largest image (height x width) decoded by default: PIL's own decompression-bomb limit `Image.MAX_IMAGE_PIXELS`
+# (1 GiB / 4 / 3 = 89,478,485 pixels, e.g. 9459 x 9459; 256 MiB as 8-bit RGB). Larger images are refused from their
+# header or shape, before any pixel is decoded or converted. `MaskRCNNImageProcessor(max_image_pixels=...)` changes it.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+# Array pixel values are converted to uint8 in row blocks of at most this many elements, so no full-size float64 or
+# int64 copy of a large input is ever made (the temporaries stay below ~8 MiB).
+CONVERSION_CHUNK_ELEMENTS = 1 << 20
+# What a corrupt file can make PIL raise while decoding (besides OSError, which covers UnidentifiedImageError).
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError)
+
+
+class ImageTooLargeError(ValueError, OSError):
+    """An image with more pixels than the processor's `max_image_pixels` (or PIL's decompression-bomb limit).
+
+    Both a `ValueError` (a refused input) and an `OSError` (what callers of `load_image` catch for unreadable files).
+    """
+
+
+def check_pixel_count(height: int, width: int, max_pixels: Optional[int], name: str) -> None:
+    """Raises ImageTooLargeError when `height * width` exceeds `max_pixels` (None: no limit); `name` names the input."""
+    if max_pixels is not None and height * width > max_pixels:
+        raise ImageTooLargeError(
+            f"{name} has {width}x{height} = {height * width:,} pixels, more than the limit of {max_pixels:,} "
+            f"(max_image_pixels, PIL's decompression-bomb limit by default), so it was refused before decoding; "
+            f"pass a larger max_image_pixels to the image processor (None: no limit) if the image is trusted.")
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Decoding to 8-bit RGB
 # --------------------------------------------------------------------------------------------------------------
-def load_image(source: Union[str, os.PathLike, bytes, Image.Image]) -> Image.Image:
+def load_image(source: Union[str, os.PathLike, bytes, Image.Image],
+               max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """Opens a file path, encoded bytes or PIL image and applies its EXIF orientation; the PIL mode is kept.
 
+    Multi-frame files (animated GIF, multi-page TIFF, ...) give their first frame, like OpenCV's `imdecode`, which
+    MMDetection uses. The pixel count is checked from the file header before anything is decoded.
+
+    Args:
+        source: a path, encoded bytes or a PIL image.
+        max_pixels: the largest `height * width` accepted (None: no limit of ours; PIL still refuses files above twice
+            `PIL.Image.MAX_IMAGE_PIXELS`).
+
     Raises:
-        OSError: the file is missing or cannot be decoded (the message names the file).
+        OSError: the file is missing, empty, truncated or not an image (the message names the file).
+        ImageTooLargeError: (an OSError and a ValueError) the image has more than `max_pixels` pixels.
         TypeError: `source` is of another type.
     """
     if isinstance(source, Image.Image):
+        check_pixel_count(source.height, source.width, max_pixels, f"the PIL image (mode {source.mode})")
         return ImageOps.exif_transpose(source)
     if isinstance(source, (bytes, bytearray)):
         stream, name = io.BytesIO(source), f"<{len(source)} bytes>"
@@ -79,10 +116,19 @@ def load_image(source: Union[str, os.PathLike, bytes, Image.Image]) -> Image.Ima
         raise TypeError(f"Cannot load an image from {type(source).__name__}; pass a path, bytes or a PIL image.")
     try:
         image = Image.open(stream)
-        image.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(f"Could not read image {name}: {error} (PIL.Image.MAX_IMAGE_PIXELS)") from error
+    except Image.UnidentifiedImageError as error:
+        raise OSError(f"Could not read image {name}: it is empty or not an image file (PIL cannot identify its "
+                      f"format).") from error
+    except _DECODE_ERRORS as error:
         raise OSError(f"Could not read image {name}: {error}") from error
-    return ImageOps.exif_transpose(image)
+    check_pixel_count(image.height, image.width, max_pixels, f"image {name}")
+    try:
+        image.load()  # the first frame of a multi-frame file
+        return ImageOps.exif_transpose(image)
+    except _DECODE_ERRORS as error:
+        raise OSError(f"Could not read image {name}: {error}") from error
 
 
 def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
@@ -110,10 +156,12 @@ def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
     """
     mode = image.mode
     if mode in SIXTEEN_BIT_MODES:
-        values = np.clip(np.asarray(image).astype(np.int64), 0, UINT16_MAX)
-        return _gray_to_rgb((values >> SIXTEEN_TO_EIGHT_BIT_SHIFT).astype(np.uint8))
+        return _convert_in_row_blocks(np.asarray(image)[:, :, None], _sixteen_bit_gray_to_uint8)
     if mode == "F":
-        return _gray_to_rgb(np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, UINT8_MAX).astype(np.uint8))
+        values = np.asarray(image)
+        if not _all_finite(values):
+            raise ValueError(f"the mode F image ({image.width}x{image.height}) holds NaN or infinite pixel values.")
+        return _convert_in_row_blocks(values[:, :, None], _float_gray_to_uint8)
     if mode == "CMYK":
         return _cmyk_to_rgb_like_opencv(np.asarray(image))
     if mode in ("1", "L", "LA", "La"):
@@ -123,25 +171,91 @@ def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image)
 
 
-def _array_layout_to_hwc(array: np.ndarray, channels_first_preferred: bool) -> np.ndarray:
-    """Returns an (H, W, C) view of a (H, W), (H, W, C) or (C, H, W) array; C must be 1..4."""
-    if array.ndim == 2:
-        return array[:, :, None]
-    if array.ndim != 3:
+def _sixteen_bit_gray_to_uint8(values: np.ndarray) -> np.ndarray:
+    """16-bit or `I` gray values: clipped to 0..65535, high byte kept."""
+    return (np.clip(values.astype(np.int64), 0, UINT16_MAX) >> SIXTEEN_TO_EIGHT_BIT_SHIFT).astype(np.uint8)
+
+
+def _float_gray_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Mode `F` gray values on the 0..255 scale: rounded half to even, clipped."""
+    return np.clip(np.rint(values.astype(np.float64)), 0, UINT8_MAX).astype(np.uint8)
+
+
+def _convert_in_row_blocks(colour: np.ndarray, convert: Any) -> np.ndarray:
+    """(H, W, 1 or 3) values -> (H, W, 3) uint8 with `convert` applied to row blocks of at most
+    `CONVERSION_CHUNK_ELEMENTS` elements (one channel is replicated), so temporaries stay small for large images."""
+    height, width, num_channels = colour.shape
+    rgb = np.empty((height, width, 3), dtype=np.uint8)
+    rows_per_block = max(1, CONVERSION_CHUNK_ELEMENTS // max(1, width * num_channels))
+    for start in range(0, height, rows_per_block):
+        rgb[start:start + rows_per_block] = convert(colour[start:start + rows_per_block])
+    return rgb
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """`np.isfinite(values).all()` evaluated in blocks along the first axis (no full-size boolean temporary)."""
+    if values.ndim == 0 or values.size == 0:
+        return bool(np.isfinite(values).all())
+    rows_per_block = max(1, CONVERSION_CHUNK_ELEMENTS // max(1, values.size // values.shape[0]))
+    return all(np.isfinite(values[start:start + rows_per_block]).all()
+               for start in range(0, values.shape[0], rows_per_block))
+
+
+def _channel_axis_layout(shape: Sequence[int], channels_first_preferred: bool) -> str:
+    """"hw", "hwc" or "chw" for an image of `shape`; the channel axis must have 1..4 entries."""
+    if len(shape) == 2:
+        return "hw"
+    if len(shape) != 3:
         raise ValueError(f"expected an array of 2 or 3 dimensions (H, W[, C]) or (C, H, W), got shape "
-                         f"{tuple(array.shape)}.")
-    first_is_channels = 1 <= array.shape[0] <= MAX_CHANNELS
-    last_is_channels = 1 <= array.shape[2] <= MAX_CHANNELS
+                         f"{tuple(shape)}.")
+    first_is_channels = 1 <= shape[0] <= MAX_CHANNELS
+    last_is_channels = 1 <= shape[2] <= MAX_CHANNELS
     if first_is_channels and (channels_first_preferred or not last_is_channels):
-        return array.transpose(1, 2, 0)
+        return "chw"
     if last_is_channels:
-        return array
-    raise ValueError(f"cannot find the channel axis of shape {tuple(array.shape)}: the first or last axis must "
+        return "hwc"
+    raise ValueError(f"cannot find the channel axis of shape {tuple(shape)}: the first or last axis must "
                      f"have 1 to {MAX_CHANNELS} channels.")
 
 
+def _array_layout_to_hwc(array: np.ndarray, channels_first_preferred: bool) -> np.ndarray:
+    """Returns an (H, W, C) view of a (H, W), (H, W, C) or (C, H, W) array; C must be 1..4."""
+    layout = _channel_axis_layout(array.shape, channels_first_preferred)
+    if layout == "hw":
+        return array[:, :, None]
+    return array.transpose(1, 2, 0) if layout == "chw" else array
+
+
+def _height_width(shape: Sequence[int], channels_first_preferred: bool) -> tuple[int, int]:
+    """(height, width) of an image array or tensor of `shape` (same layout rules as `array_to_rgb_array`)."""
+    layout = _channel_axis_layout(shape, channels_first_preferred)
+    return (int(shape[1]), int(shape[2])) if layout == "chw" else (int(shape[0]), int(shape[1]))
+
+
+def _check_array_values(array: np.ndarray) -> None:
+    """Raises ValueError unless the (H, W, C) values are of a supported dtype and range (all channels checked):
+    bool, uint8, uint16, other integers in 0..255, finite floats in [0, 1]."""
+    if array.dtype in (np.bool_, np.uint8, np.uint16):
+        return
+    if np.issubdtype(array.dtype, np.integer):
+        if array.min() < 0 or array.max() > UINT8_MAX:
+            raise ValueError(f"integer pixel values must lie in 0..255 for dtype {array.dtype} (got "
+                             f"{array.min()}..{array.max()}); pass uint16 data as dtype uint16.")
+        return
+    if np.issubdtype(array.dtype, np.floating):
+        if not _all_finite(array):
+            raise ValueError("floating-point pixel values must be finite (found NaN or infinity).")
+        if array.min() < 0 or array.max() > 1:
+            raise ValueError(f"floating-point pixel values must lie in [0, 1] (got {array.min()}..{array.max()}); "
+                             f"convert 0..255 data to uint8 first.")
+        return
+    raise ValueError(f"unsupported pixel dtype {array.dtype}; use uint8, uint16, bool, integers in 0..255 or floats "
+                     f"in [0, 1].")
+
+
 def _array_values_to_uint8(array: np.ndarray) -> np.ndarray:
-    """bool -> 0/255, uint8 as is, uint16 -> high byte, other ints must lie in 0..255, floats in [0, 1] (x255, round)."""
+    """Checked values -> uint8: bool -> 0/255, uint8 as is, uint16 -> high byte, other ints as they are (0..255),
+    floats in [0, 1] -> x255 in float64, rounded half to even."""
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * UINT8_MAX
     if array.dtype == np.uint8:
@@ -149,49 +263,59 @@ def _array_values_to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint16:
         return (array >> SIXTEEN_TO_EIGHT_BIT_SHIFT).astype(np.uint8)
     if np.issubdtype(array.dtype, np.integer):
-        if array.min() < 0 or array.max() > UINT8_MAX:
-            raise ValueError(f"integer pixel values must lie in 0..255 for dtype {array.dtype} (got "
-                             f"{array.min()}..{array.max()}); pass uint16 data as dtype uint16.")
         return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise ValueError("floating-point pixel values must be finite (found NaN or infinity).")
-        if array.min() < 0 or array.max() > 1:
-            raise ValueError(f"floating-point pixel values must lie in [0, 1] (got {array.min()}..{array.max()}); "
-                             f"convert 0..255 data to uint8 first.")
-        return np.rint(array.astype(np.float64) * UINT8_MAX).astype(np.uint8)
-    raise ValueError(f"unsupported pixel dtype {array.dtype}.")
+    return np.rint(array.astype(np.float64) * UINT8_MAX).astype(np.uint8)
 
 
-def array_to_rgb_array(array: np.ndarray, channels_first_preferred: bool = False) -> np.ndarray:
+def array_to_rgb_array(array: np.ndarray, channels_first_preferred: bool = False,
+                       max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Converts a numpy image (gray, gray+alpha, RGB or RGBA; HWC or CHW) to (H, W, 3) uint8 RGB.
 
     Layout: an axis of size 1..4 is the channel axis; when both the first and the last axis qualify, the last wins
-    for numpy arrays and the first for torch tensors (`channels_first_preferred`). Alpha is dropped.
+    for numpy arrays and the first for torch tensors (`channels_first_preferred`). Alpha is dropped. Values: bool,
+    uint8, uint16 (high byte kept), other integers in 0..255, finite floats in [0, 1] (x255, rounded). Arrays of more
+    than `max_pixels` pixels (None: no limit) are refused before their values are read; the others are converted in
+    row blocks, so the only full-size allocation is the (H, W, 3) uint8 result.
     """
-    hwc = _array_layout_to_hwc(np.asarray(array), channels_first_preferred)
+    array = np.asarray(array)
+    hwc = _array_layout_to_hwc(array, channels_first_preferred)
     if hwc.size == 0:
         raise ValueError(f"the image is empty (shape {tuple(np.shape(array))}).")
-    pixels = _array_values_to_uint8(hwc)
-    num_channels = pixels.shape[2]
-    if num_channels in (1, 2):
-        pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
-    elif num_channels == 4:
-        pixels = pixels[:, :, :3]
-    return np.ascontiguousarray(pixels)
+    check_pixel_count(hwc.shape[0], hwc.shape[1], max_pixels, f"the array of shape {tuple(array.shape)}")
+    _check_array_values(hwc)
+    colour = hwc[:, :, :1] if hwc.shape[2] in (1, 2) else hwc[:, :, :3]
+    if colour.dtype == np.uint8 and colour.shape[2] == 3:
+        return np.ascontiguousarray(colour)  # no copy for a contiguous RGB array
+    return _convert_in_row_blocks(colour, _array_values_to_uint8)
 
 
-def to_rgb_array(image: ImageSource) -> np.ndarray:
-    """Any supported input -> (H, W, 3) uint8 RGB; paths, bytes and PIL images get their EXIF orientation applied."""
-    if isinstance(image, torch.Tensor):
-        tensor = image.detach().cpu()
-        if tensor.dtype in (torch.bfloat16, torch.float16):
+def _tensor_to_numpy(tensor: torch.Tensor, max_pixels: Optional[int]) -> np.ndarray:
+    """A CPU numpy view or copy of an image tensor (float16 stays float16; bfloat16, which numpy lacks, becomes
+    float32); the pixel count is checked from the shape first. Unreadable tensors raise ValueError."""
+    height, width = _height_width(tuple(tensor.shape), channels_first_preferred=True)
+    check_pixel_count(height, width, max_pixels, f"the tensor of shape {tuple(tensor.shape)}")
+    try:
+        tensor = tensor.detach().cpu()
+        if tensor.dtype == torch.bfloat16:
             tensor = tensor.float()
-        rgb = array_to_rgb_array(tensor.numpy(), channels_first_preferred=True)
+        return tensor.numpy()
+    except (TypeError, RuntimeError, NotImplementedError) as error:
+        raise ValueError(f"cannot read pixel values from a tensor of dtype {tensor.dtype}, layout {tensor.layout} "
+                         f"on device {tensor.device} ({error}); pass a dense CPU or GPU tensor.") from error
+
+
+def to_rgb_array(image: ImageSource, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Any supported input -> (H, W, 3) uint8 RGB; paths, bytes and PIL images get their EXIF orientation applied.
+
+    Images of more than `max_pixels` pixels (None: no limit) raise ImageTooLargeError before they are decoded.
+    """
+    if isinstance(image, torch.Tensor):
+        rgb = array_to_rgb_array(_tensor_to_numpy(image, max_pixels), channels_first_preferred=True,
+                                 max_pixels=max_pixels)
     elif isinstance(image, np.ndarray):
-        rgb = array_to_rgb_array(image)
+        rgb = array_to_rgb_array(image, max_pixels=max_pixels)
     else:
-        rgb = pil_to_rgb_array(load_image(image))
+        rgb = pil_to_rgb_array(load_image(image, max_pixels))
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ValueError(f"the image is empty (height {rgb.shape[0]}, width {rgb.shape[1]}).")
     return rgb
@@ -441,6 +565,11 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         do_resize (`bool`, *optional*, defaults to `True`), do_normalize (`bool`, *optional*, defaults to `True`),
         do_pad (`bool`, *optional*, defaults to `True`):
             Switch the three steps.
+        max_image_pixels (`int`, *optional*, defaults to 89,478,485):
+            Largest `height * width` accepted; larger images raise `ImageTooLargeError` (a `ValueError` and an
+            `OSError`) from their file header or array shape, before anything is decoded. The default is PIL's
+            decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`); None disables this check (PIL itself still
+            refuses files above twice its own limit).
 
     Conventions: arrays and tensors are taken as RGB (MMDetection's own ndarray path assumes BGR: flip OpenCV
     images with `image[:, :, ::-1]`). Post-processing keeps detections with `score >= threshold` and mask pixels
@@ -461,6 +590,7 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         do_resize: bool = True,
         do_normalize: bool = True,
         do_pad: bool = True,
+        max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -477,6 +607,7 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         self.do_resize = bool(do_resize)
         self.do_normalize = bool(do_normalize)
         self.do_pad = bool(do_pad)
+        self.max_image_pixels = max_image_pixels
         self._validate_settings(self.__dict__)
 
     @staticmethod
@@ -491,6 +622,10 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             raise ValueError(f"resize_scale must be two positive sizes, got {settings['resize_scale']}.")
         if settings["size_divisor"] < 1:
             raise ValueError(f"size_divisor must be >= 1, got {settings['size_divisor']}.")
+        max_pixels = settings.get("max_image_pixels")
+        if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)
+                                       or max_pixels < 1):
+            raise ValueError(f"max_image_pixels must be a positive integer or None, got {max_pixels!r}.")
 
     # ---------------------------------------------------------------------------------------------------------
     # preprocess
@@ -509,9 +644,16 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         Args:
             images: a path, encoded bytes, PIL image (any mode), numpy array (HWC or CHW; uint8, uint16, bool, or
                 float in [0, 1]; RGB order) or torch tensor (CHW or HWC), or a list of them. A 4-D array or tensor
-                is a batch.
+                is a batch. Multi-frame files give their first frame.
             return_tensors: `"pt"` (default), `"np"` or None (torch tensors).
-            kwargs: per-call overrides of the constructor settings (`do_resize`, `resize_scale`, `image_mean`, ...).
+            kwargs: per-call overrides of the constructor settings (`do_resize`, `resize_scale`, `image_mean`,
+                `max_image_pixels`, ...).
+
+        Raises:
+            OSError: a file is missing, empty, truncated or not an image. ImageTooLargeError (a ValueError and an
+            OSError): an image has more than `max_image_pixels` pixels. ValueError: an array or tensor is empty, has
+            no channel axis of 1..4, NaN/infinite values, values out of range or an unsupported dtype. TypeError: an
+            input of another type. Every message starts with the image's position in the batch and names the file.
 
         Returns:
             `BatchFeature` with `pixel_values` (batch_size, 3, padded_height, padded_width) float32, `image_sizes`
@@ -522,7 +664,7 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         image_list = self._as_image_list(images)
         tensors, image_sizes, original_sizes, scale_factors = [], [], [], []
         for index, image in enumerate(image_list):
-            rgb = self._convert_with_context(image, index, len(image_list))
+            rgb = self._convert_with_context(image, index, len(image_list), settings["max_image_pixels"])
             height, width = rgb.shape[:2]
             if settings["do_resize"]:
                 new_width, new_height = compute_rescaled_size(width, height, settings["resize_scale"])
@@ -543,7 +685,7 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
 
     def _settings_with_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
         names = ("image_mean", "image_std", "input_channel_order", "resize_scale", "size_divisor", "pad_value",
-                 "do_resize", "do_normalize", "do_pad")
+                 "do_resize", "do_normalize", "do_pad", "max_image_pixels")
         unknown = sorted(set(overrides) - set(names))
         if unknown:
             logger.warning(f"MaskRCNNImageProcessor.preprocess ignores unknown arguments {unknown}.")
@@ -559,17 +701,22 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
                 raise ValueError("preprocess got an empty list of images.")
             return list(images)
         if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+            if images.shape[0] == 0:
+                raise ValueError(f"preprocess got an empty list of images (a 4-D batch of shape {tuple(images.shape)}).")
             return list(images)
         return [images]
 
     @staticmethod
-    def _convert_with_context(image: Any, index: int, batch_size: int) -> np.ndarray:
+    def _convert_with_context(image: Any, index: int, batch_size: int, max_pixels: Optional[int]) -> np.ndarray:
         """`to_rgb_array` with the image's position in the batch added to every error message."""
         where = f"image {index} of the batch ({batch_size} images, counted from 0)"
         try:
-            return to_rgb_array(image)
+            return to_rgb_array(image, max_pixels)
         except (ValueError, TypeError, OSError) as error:
-            error_type = OSError if isinstance(error, OSError) else type(error)
+            if isinstance(error, ImageTooLargeError):
+                error_type = ImageTooLargeError
+            else:
+                error_type = OSError if isinstance(error, OSError) else type(error)
             raise error_type(f"{where}: {error}") from error
 
     @staticmethod
@@ -730,4 +877,5 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         return {"segmentation": segmentation, "segments_info": segments_info}
 
 
-__all__ = ["MaskRCNNImageProcessor", "load_image", "resize_bilinear_uint8", "compute_rescaled_size", "paste_masks"]
+__all__ = ["MaskRCNNImageProcessor", "ImageTooLargeError", "DEFAULT_MAX_IMAGE_PIXELS", "load_image",
+           "resize_bilinear_uint8", "compute_rescaled_size", "paste_masks"]
