@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
@@ -693,7 +694,14 @@ class MaskRCNNPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, but a folder without weights, or weights that do not cover the
-        model exactly, is an error that says what is wrong — never a silently random-initialised detector."""
+        model exactly, is an error that says what is wrong — never a silently random-initialised detector.
+
+        Raises:
+            OSError: no weights, or a `model.safetensors` that is empty, truncated or has a corrupt header.
+            ValueError: weights with missing, extra or differently shaped tensors (all reported in one message,
+                naming the config field when the class count or the backbone differs); `ignore_mismatched_sizes`
+                cannot turn this into a partial random initialisation.
+        """
         folder = str(pretrained_model_name_or_path)
         if os.path.isdir(folder) and not any(
             os.path.isfile(os.path.join(folder, name))
@@ -704,10 +712,17 @@ class MaskRCNNPreTrainedModel(PreTrainedModel):
                 f"with `python convert_mmdet_checkpoint.py --config "
                 f"{_config_name_in(folder) or 'mask-rcnn_r50_fpn_1x_coco'} --output-dir {folder}`."
             )
+        weights_path = os.path.join(folder, "model.safetensors")
+        weight_shapes = _safetensors_shapes(weights_path) if os.path.isfile(weights_path) else None
         wants_loading_info = kwargs.pop("output_loading_info", False)
-        model, loading_info = super().from_pretrained(
-            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
-        )
+        kwargs["ignore_mismatched_sizes"] = True  # report shape mismatches below, in our one message
+        try:
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
+        except SafetensorError as error:  # e.g. a corrupt file downloaded from the Hub
+            raise OSError(f"The weights of {folder} are not a readable safetensors file ({error}); download or "
+                          "convert them again.") from error
         problems = {
             name: sorted(loading_info.get(name) or [])
             for name in ("missing_keys", "unexpected_keys", "mismatched_keys")
@@ -718,11 +733,46 @@ class MaskRCNNPreTrainedModel(PreTrainedModel):
                 f"{name.replace('_', ' ')} ({len(keys)}): {', '.join(map(str, keys[:8]))}{' ...' if len(keys) > 8 else ''}"
                 for name, keys in problems.items()
             )
+            reason = _architecture_mismatch(model.config, weight_shapes)
             raise ValueError(
-                f"The weights in {folder} do not match the Mask R-CNN described by its config.json ({details}). "
+                f"The weights in {folder} do not match the Mask R-CNN described by its config.json ({reason}{details}). "
                 "Re-create the folder with convert_mmdet_checkpoint.py."
             )
         return (model, loading_info) if wants_loading_info else model
+
+
+def _safetensors_shapes(path: str) -> dict:
+    """Tensor name -> shape from a safetensors header (no tensor data is read); OSError naming the file if the file
+    is empty, truncated or its header is corrupt."""
+    try:
+        with safe_open(path, framework="pt") as weights:
+            return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise OSError(f"{path} is not a readable safetensors file ({error}): it is empty, truncated or corrupted; "
+                      "download it again or re-create it with convert_mmdet_checkpoint.py.") from error
+
+
+def _architecture_mismatch(config: MaskRCNNConfig, weight_shapes: Optional[dict]) -> str:
+    """The config fields that disagree with the weights' shapes, as a sentence part ending in "; " (or "")."""
+    if not weight_shapes:
+        return ""
+    reasons = []
+    classifier = weight_shapes.get("box_head.class_logits.weight")
+    if classifier is not None and classifier[0] != config.num_labels + 1:
+        reasons.append(f"config.json has {config.num_labels} classes (id2label) but the weights were made for "
+                       f"{classifier[0] - 1}")
+    stage3_blocks = {name.split(".")[2] for name in weight_shapes if name.startswith("backbone.layer3.")}
+    if stage3_blocks and len(stage3_blocks) != config.backbone_stage_blocks[2]:
+        reasons.append(f"config.json has backbone_depth={config.backbone_depth} ({config.backbone_stage_blocks[2]} "
+                       f"blocks in stage 3) but the weights have {len(stage3_blocks)} blocks there")
+    first_conv = weight_shapes.get("backbone.layer1.0.conv2.weight")
+    groups = config.backbone_groups
+    width = 64 if groups == 1 else config.backbone_base_width * groups
+    if first_conv is not None and tuple(first_conv[:2]) != (width, width // groups):
+        reasons.append(f"config.json has backbone_groups={groups}, backbone_base_width={config.backbone_base_width} "
+                       f"(first 3x3 convolution of shape {(width, width // groups, 3, 3)}) but the weights have "
+                       f"{tuple(first_conv)}")
+    return "".join(f"{reason}; " for reason in reasons)
 
 
 def _config_name_in(folder: str) -> Optional[str]:
