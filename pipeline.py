@@ -15,6 +15,10 @@ mode, numpy array, torch tensor). Paths, bytes and PIL images are decoded by the
 `batch_size=N` runs real batched forward passes: images of different sizes are zero-padded together (right/bottom,
 to a multiple of `size_divisor`) exactly as `MaskRCNNImageProcessor` pads a list of images, as MMDetection does.
 
+`errors="return"` keeps a batch going when some inputs fail: each failed input gives `{"error": "<reason>"}` in its
+place (unreadable, corrupt or too large images, bad arrays, failed downloads, or the model failing on that image alone)
+and every other input keeps its normal result. The default `errors="raise"` raises the first failure.
+
 Outputs per image, sorted by descending score:
 * segmentation: `[{"score": float, "label": str, "mask": PIL.Image mode "L" (0/255, original size), "box": {...}}]`
 * detection:    `[{"score": float, "label": str, "box": {"xmin", "ymin", "xmax", "ymax"}}]` (ints, truncated like
@@ -67,6 +71,13 @@ _URL_PATTERN = re.compile(r"^https?://", re.IGNORECASE)
 _DATA_URI_PATTERN = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 _BASE64_PATTERN = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}$")
 _RELATIVE_IMPORT_PATTERN = re.compile(r"^\s*from\s+\.(\w+)\s+import", re.MULTILINE)
+# `errors=` of the pipelines: "raise" the first failure (default) or "return" {"error": reason} for each failed input.
+ERROR_MODES = ("raise", "return")
+
+
+def _failure_text(error: BaseException) -> str:
+    """One line for a failed input: the exception class and its message."""
+    return f"{type(error).__name__}: {error}"
 
 
 def _fetch_url(url: str, timeout: Optional[float]) -> bytes:
@@ -128,14 +139,18 @@ class MaskRCNNPipelineBase(Pipeline):
             self.image_processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=True)
 
     # ------------------------------------------------------------------------------------------- parameters
-    def _sanitize_parameters(self, threshold=None, timeout=None, **kwargs):
-        preprocess_kwargs, postprocess_kwargs = {}, {}
+    def _sanitize_parameters(self, threshold=None, timeout=None, errors=None, **kwargs):
+        preprocess_kwargs, forward_kwargs, postprocess_kwargs = {}, {}, {}
         if timeout is not None:
             preprocess_kwargs["timeout"] = timeout
+        if errors is not None:
+            if errors not in ERROR_MODES:
+                raise ValueError(f"errors must be 'raise' (the default) or 'return', got {errors!r}.")
+            preprocess_kwargs["errors"] = forward_kwargs["errors"] = errors
         if threshold is not None:
             postprocess_kwargs["threshold"] = self._checked_fraction("threshold", threshold)
         postprocess_kwargs.update(self._sanitize_task_parameters(**kwargs))
-        return preprocess_kwargs, {}, postprocess_kwargs
+        return preprocess_kwargs, forward_kwargs, postprocess_kwargs
 
     def _sanitize_task_parameters(self, **kwargs) -> Dict[str, Any]:
         if kwargs:
@@ -157,6 +172,9 @@ class MaskRCNNPipelineBase(Pipeline):
             threshold (`float`, defaults to 0.5): keep detections with `score >= threshold`.
             timeout (`float`, *optional*): seconds to wait for URL downloads.
             batch_size (`int`, *optional*): images per forward pass (images are padded together).
+            errors (`str`, defaults to `"raise"`): `"return"` gives `{"error": "<exception class>: <message>"}` in
+                place of the result of each input that cannot be read or that the model fails on (a failed batch is
+                retried image by image), and the normal results of all other inputs.
         """
         if "images" in kwargs:
             if inputs is not None:
@@ -171,11 +189,16 @@ class MaskRCNNPipelineBase(Pipeline):
         return super().__call__(inputs, **kwargs)
 
     # ------------------------------------------------------------------------------------------- stages
-    def preprocess(self, image, timeout=None):
-        features = self.image_processor(images=resolve_image_source(image, timeout), return_tensors="pt")
-        if features["pixel_values"].shape[0] != 1:
-            raise ValueError(f"Each input must be one image, got a stack of {features['pixel_values'].shape[0]} "
-                             "(a 4-D array or tensor); pass a list of images instead.")
+    def preprocess(self, image, timeout=None, errors="raise"):
+        try:
+            features = self.image_processor(images=resolve_image_source(image, timeout), return_tensors="pt")
+            if features["pixel_values"].shape[0] != 1:
+                raise ValueError(f"Each input must be one image, got a stack of {features['pixel_values'].shape[0]} "
+                                 "(a 4-D array or tensor); pass a list of images instead.")
+        except Exception as error:  # with errors="return" any failure to read one input fails that input only
+            if errors != "return":
+                raise
+            return {"images": [{"error": _failure_text(error)}]}
         # One list-wrapped entry per image: the DataLoader's collate gathers lists instead of concatenating
         # `pixel_values` of different sizes; `_forward` pads them together. Sizes stay Python tuples (CPU only).
         return {
@@ -204,10 +227,34 @@ class MaskRCNNPipelineBase(Pipeline):
         ]
         return torch.cat(padded, dim=0)
 
-    def _forward(self, model_inputs):
+    def _forward(self, model_inputs, errors="raise"):
         per_image: List[Dict[str, Any]] = []
         for entry in model_inputs["images"]:  # [feature] with batch_size=1, [[feature], [feature], ...] otherwise
             per_image.extend(entry if isinstance(entry, list) else [entry])
+        readable = [item for item in per_image if "error" not in item]  # failed inputs exist with errors="return"
+        detections: Dict[int, Dict[str, Any]] = {}
+        if readable:
+            try:
+                detections = dict(zip(map(id, readable), self._detect(readable)))
+            except Exception as error:
+                if errors != "return":
+                    raise
+                if len(readable) == 1:
+                    detections = {id(readable[0]): {"error": _failure_text(error)}}
+                else:  # find out which image the model fails on; the others keep their results
+                    detections = {id(item): self._detect_alone(item) for item in readable}
+        # First key is a list: the pipeline's un-batching hands each image its own dict.
+        return {"detections": [item if "error" in item else detections[id(item)] for item in per_image]}
+
+    def _detect_alone(self, item: Dict[str, Any]) -> Dict[str, Any]:
+        """`_detect` on one image; a failure becomes `{"error": reason}` (used with errors="return")."""
+        try:
+            return self._detect([item])[0]
+        except Exception as error:
+            return {"error": _failure_text(error)}
+
+    def _detect(self, per_image: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """One padded forward pass over preprocessed images -> per image detections and sizes (CPU tensors)."""
         pixel_values = self.pad_pixel_values([item["pixel_values"] for item in per_image])
         image_sizes = torch.tensor([item["image_size"] for item in per_image], dtype=torch.int64)
         outputs = self.model(pixel_values=pixel_values.to(device=self.device, dtype=self.model.dtype),
@@ -223,13 +270,14 @@ class MaskRCNNPipelineBase(Pipeline):
                 "original_size": item["original_size"],
                 "scale_factor": item["scale_factor"],
             })
-        # First key is a list: the pipeline's un-batching hands each image its own dict.
-        return {"detections": results}
+        return results
 
     def postprocess(self, model_outputs, **postprocess_kwargs):
         detections = model_outputs["detections"]
         if isinstance(detections, list):  # batch_size=1: not un-batched
             detections = detections[0]
+        if "error" in detections:  # errors="return": this input failed
+            return {"error": detections["error"]}
         outputs = {
             "pred_boxes": [detections["pred_boxes"]],
             "scores": [detections["scores"]],
