@@ -596,7 +596,9 @@ def decode_request_image(inputs: Any, load_image: Callable[[bytes], Image.Image]
         raise BadRequestError("'inputs' is empty.")
     try:
         return load_image(encoded)
-    except OSError:
+    except OSError as error:
+        if isinstance(error, ValueError):  # ImageTooLargeError: a readable header announcing too many pixels
+            raise BadRequestError(f"'inputs' is refused: {error}") from None
         raise BadRequestError(f"'inputs' could not be decoded as an image ({len(encoded)} bytes that are not a "
                               "complete JPEG, PNG or other image file).") from None
 
@@ -679,6 +681,12 @@ class MaskRCNNRequestHandler:
             return to_wire_format(annotations, mask_format)
         except BadRequestError:
             raise
+        except ValueError as error:
+            if type(error).__name__ == "ImageTooLargeError":  # e.g. a toolkit-decoded PIL image over the limit
+                raise BadRequestError(f"'inputs' is refused: {error}") from None
+            logger.exception("Mask R-CNN request failed")
+            raise RuntimeError(f"Mask R-CNN inference failed on the server ({type(error).__name__}); the server log "
+                               "has the details.") from None
         except Exception as error:  # never a stack trace or internal detail to the client; the log keeps both
             logger.exception("Mask R-CNN request failed")
             raise RuntimeError(f"Mask R-CNN inference failed on the server ({type(error).__name__}); the server log "

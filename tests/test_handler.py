@@ -545,6 +545,23 @@ def test_masks_encode_to_png_and_rle():
     assert np.array_equal(mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}), mask)
 
 
+def test_images_over_the_pixel_limit_are_bad_requests_that_say_so(model_dir):
+    from image_processing_mask_rcnn import load_image
+
+    buffer = io.BytesIO()
+    Image.new("1", (12000, 8000)).save(buffer, format="PNG")  # 96M pixels in a few KiB: over PIL's bomb limit
+    with pytest.raises(repo_pipeline.BadRequestError, match="is refused: .*pixels") as error:
+        repo_pipeline.decode_request_image(buffer.getvalue(), load_image)
+    _assert_one_sentence(str(error.value))
+
+    handler = repo_pipeline.MaskRCNNRequestHandler(str(model_dir), device="cpu")
+    handler.image_processor.max_image_pixels = 10_000  # a PIL image body the toolkit decoded, over a server's limit
+    with pytest.raises(repo_pipeline.BadRequestError, match="is refused: .*pixels"):
+        handler.handle({"inputs": Image.new("RGB", (200, 100))})
+    handler.image_processor.max_image_pixels = None
+    assert isinstance(handler.handle({"inputs": Image.new("RGB", (200, 100))}), list)
+
+
 def test_rle_without_pycocotools_is_a_clear_bad_request(monkeypatch):
     monkeypatch.setattr(repo_pipeline, "coco_mask", None)
     with pytest.raises(repo_pipeline.BadRequestError, match="needs pycocotools, which this server does not have"):
