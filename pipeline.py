@@ -66,6 +66,8 @@ CUSTOM_PIPELINES: Dict[str, Dict[str, Any]] = {
 }
 # Code files a saved folder needs for `trust_remote_code=True` loading (auto_map + custom_pipelines refer to them).
 CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "image_processing_mask_rcnn.py", "pipeline.py")
+# copied too when found beside the loaded code or in the model folder: the Inference Endpoints entry point
+OPTIONAL_CODE_FILES = ("handler.py",)
 
 _URL_PATTERN = re.compile(r"^https?://", re.IGNORECASE)
 _DATA_URI_PATTERN = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
@@ -367,6 +369,14 @@ class MaskRCNNPipelineBase(Pipeline):
             copied.add(name)
             with open(source, encoding="utf-8") as handle:
                 wanted.extend(f"{module}.py" for module in _RELATIVE_IMPORT_PATTERN.findall(handle.read()))
+        model_folder = getattr(self.model, "name_or_path", "") or ""
+        for name in OPTIONAL_CODE_FILES:
+            for directory in [*self._code_directories(), model_folder]:
+                source = os.path.join(directory, name)
+                if directory and os.path.isfile(source):
+                    if os.path.abspath(source) != os.path.join(target, name):
+                        shutil.copyfile(source, os.path.join(target, name))
+                    break
 
     def _complete_config_json(self, path: str) -> None:
         with open(path, encoding="utf-8") as handle:

@@ -400,7 +400,7 @@ def test_pipeline_save_pretrained_keeps_both_tasks_and_all_code(hub_run):
 
     assert saved["custom_pipelines"] == repo_pipeline.CUSTOM_PIPELINES == converter.CUSTOM_PIPELINES
     assert set(saved["files"]) >= {"config.json", "preprocessor_config.json", "model.safetensors",
-                                   *repo_pipeline.CODE_FILES}
+                                   *repo_pipeline.CODE_FILES, *repo_pipeline.OPTIONAL_CODE_FILES}
     assert set(saved["auto_map"]) >= set(converter.CONFIG_AUTO_MAP)
     assert hub_run["reloaded_detector"] == {"class": "MaskRCNNDetectionPipeline"}
     _same_results(hub_run, "reloaded/seg/photo", "seg/photo")
