@@ -4,7 +4,8 @@
 
     python segment.py --model DIR_OR_REPO_ID INPUT [INPUT ...] --output-dir OUT [--threshold 0.5]
         [--mask-threshold 0.5] [--batch-size N] [--device cpu|cuda] [--dtype float32|bfloat16|float16]
-        [--resume] [--no-overlays] [--keep-going]
+        [--resume] [--no-overlays] [--keep-going] [--shard-output [--images-per-shard N]]
+        [--ray [ADDRESS] [--workers N] [--cpus-per-worker C] [--gpus-per-worker G]]
 
 INPUT is an image file (any extension), a folder (searched recursively for image extensions) or a glob pattern
 (`**` allowed). Every image gets a `file_name`: its path relative to the input root, the deepest folder common to
@@ -24,6 +25,19 @@ Outputs in OUT:
 * `failures.json`      `[{"file_name", "path", "error"}]` of inputs that could not be processed.
 * `overlays/<file_name>.png`  the image with coloured masks, boxes and "label score" captions.
 
+With `--shard-output` (runs too large for one JSON file) the results are JSON-lines shards
+`predictions/part-NNNNN.jsonl` (the journal's lines, `--images-per-shard` images each, written as results come in)
+plus `predictions/info.json`, instead of the journal, `predictions.json` and `images.json` (`read_shards(OUT)`).
+`--resume` skips the images already written in either form.
+
+`--ray [ADDRESS]` runs the same job as a Ray Data pipeline (`pip install -r requirements-ray.txt`): header reading,
+batch planning and decoding in parallel tasks, one forward pass per planned batch in an actor pool whose actors load
+the model once (`--workers`, `--cpus-per-worker`, `--gpus-per-worker`), and this process writing the same outputs
+as results stream in. Batches are planned window by window exactly as here, so the results are the same as the
+single-process run's at the same torch thread count. Without ADDRESS a local instance is started (this machine's
+cores, 127.0.0.1 only, no dashboard); `auto`, `HOST:PORT` or `ray://HOST:10001` joins a cluster; a Ray instance the
+calling process already has is reused. Ray is imported only on this path.
+
 `image_id` is stable across runs, machines and shards: the first 52 bits of SHA-256 of `file_name` as an integer
 (`stable_image_id`); it fits a JSON/JavaScript double exactly. `category_id` is COCO's official id (1..90 with gaps)
 when the model's classes are COCO's 80 classes in MMDetection's order, else the model's label index.
@@ -31,8 +45,9 @@ when the model's classes are COCO's 80 classes in MMDetection's order, else the 
 Exit status: 0 all images done, 1 some inputs failed (their reasons are in failures.json and on stderr; the other
 images' results are written), 2 the run could not start (bad arguments, no inputs, model not loadable).
 Unreadable/undecodable files are always skipped and reported. An error of the model itself (e.g. out of memory)
-stops the run after writing the finished work, unless `--keep-going` is given: then the batch is retried image
-by image and images that still fail are reported and skipped.
+stops the run after writing the finished work (with --ray: the first such error a worker reports), unless
+`--keep-going` is given: then the batch is retried image by image and images that still fail are reported and
+skipped.
 
 The per-image record building is reusable (Ray `map_batches`, an Inference Endpoint handler, tools/evaluate_coco.py):
 `load_model_and_processor`, `decode_image`, `predict_images`, `detections_to_coco_records`, `encode_rle(s)`,
@@ -42,16 +57,23 @@ The per-image record building is reusable (Ray `map_batches`, an Inference Endpo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import hashlib
+import io
 import json
+import logging
+import math
 import os
+import pickle
+import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 # A script next to the Hub files: make its own folder importable so the siblings can be imported absolutely.
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -242,6 +264,27 @@ def load_model_and_processor(model_id: str, device: str = "cpu") -> Tuple[Any, A
         raise SegmentError(f"Could not load the model {model_id!r}: {error}") from None
     model = model.to(device=device).eval()
     return model, processor
+
+
+def load_model_config(model_id: str) -> Any:
+    """The `AutoConfig` of a local folder or Hub id (trust_remote_code=True): labels without loading the weights."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_id, trust_remote_code=True)
+    except (OSError, ValueError) as error:
+        raise SegmentError(f"Could not load the model {model_id!r}: {error}") from None
+
+
+def load_image_processor(model_id: str) -> Any:
+    """The `AutoImageProcessor` of a local folder or Hub id (trust_remote_code=True), e.g. to decode files exactly
+    as the model's processor does (`decode_image`)."""
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(model_id, trust_remote_code=True)
+    except (OSError, ValueError) as error:
+        raise SegmentError(f"Could not load the image processor of {model_id!r}: {error}") from None
 
 
 def _processor_module_function(processor: Any, name: str) -> Optional[Callable]:
@@ -477,6 +520,10 @@ JOURNAL = "predictions.jsonl"
 IMAGES = "images.json"
 FAILURES = "failures.json"
 OVERLAYS = "overlays"
+SHARDS = "predictions"  # --shard-output: OUT/predictions/part-NNNNN.jsonl (+ info.json)
+SHARD_PREFIX, SHARD_SUFFIX = "part-", ".jsonl"
+SHARD_INFO = "info.json"
+DEFAULT_IMAGES_PER_SHARD = 1000
 
 
 def write_json_atomic(path: str, data: Any) -> None:
@@ -515,10 +562,43 @@ def _read_json(path: str) -> Any:
         return json.load(stream)
 
 
-def load_finished(output_dir: str) -> Dict[str, Dict[str, Any]]:
-    """Images already done in an output folder: the journal, plus the `predictions.json` / `images.json` records of
-    images the journal does not have (e.g. a folder whose journal was deleted, or results made elsewhere)."""
-    entries = read_journal(os.path.join(output_dir, JOURNAL))
+def shard_paths(output_dir: str) -> List[str]:
+    """The `--shard-output` shards of an output folder (`OUT/predictions/part-NNNNN.jsonl`), in index order."""
+    folder = os.path.join(output_dir, SHARDS)
+    if not os.path.isdir(folder):
+        return []
+    names = [name for name in os.listdir(folder) if name.startswith(SHARD_PREFIX) and name.endswith(SHARD_SUFFIX)]
+    return [os.path.join(folder, name) for name in sorted(names)]
+
+
+def read_shards(output_dir: str) -> Dict[str, Dict[str, Any]]:
+    """file_name -> `{"image", "annotations"}` from all `--shard-output` shards (same lines as the journal; a torn
+    last line of a shard that was being written when the run was killed is ignored)."""
+    entries: Dict[str, Dict[str, Any]] = {}
+    for path in shard_paths(output_dir):
+        entries.update(read_journal(path))
+    return entries
+
+
+def _shard_file_names(output_dir: str) -> Set[str]:
+    """The file names in all shards, without keeping their records in memory."""
+    names: Set[str] = set()
+    for path in shard_paths(output_dir):
+        with open(path, encoding="utf-8") as stream:
+            for line in stream:
+                try:
+                    names.add(json.loads(line)["image"]["file_name"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+    return names
+
+
+def load_finished(output_dir: str, include_shards: bool = True) -> Dict[str, Dict[str, Any]]:
+    """Images already done in an output folder: the journal (and the `--shard-output` shards unless
+    `include_shards=False`), plus the `predictions.json` / `images.json` records of images none of these has (e.g. a
+    folder whose journal was deleted, or results made elsewhere)."""
+    entries = read_shards(output_dir) if include_shards else {}
+    entries.update(read_journal(os.path.join(output_dir, JOURNAL)))
     images_path, predictions_path = os.path.join(output_dir, IMAGES), os.path.join(output_dir, PREDICTIONS)
     images = _read_json(images_path).get("images", []) if os.path.isfile(images_path) else []
     records = _read_json(predictions_path) if os.path.isfile(predictions_path) else []
@@ -538,6 +618,22 @@ def load_finished(output_dir: str) -> Dict[str, Dict[str, Any]]:
     return entries
 
 
+def _remove_previous_results(output_dir: str) -> None:
+    """Deletes an earlier run's results of both forms (journal, COCO files, shards), so that a fresh run's folder
+    holds only its own images and a later --resume does not keep stale ones; overlays are overwritten as they come."""
+    single = [os.path.join(output_dir, name) for name in (JOURNAL, PREDICTIONS, IMAGES)]
+    shards = shard_paths(output_dir)
+    stale = [path for path in single if os.path.isfile(path)] + shards
+    if not stale:
+        return
+    print(f"note: replacing the results in {output_dir} (pass --resume to keep them)", file=sys.stderr)
+    for path in stale:
+        os.unlink(path)
+    shard_info = os.path.join(output_dir, SHARDS, SHARD_INFO)
+    if os.path.isfile(shard_info):
+        os.unlink(shard_info)
+
+
 class OutputFolder:
     """The run's output folder: journal appends per batch, atomic assembly of the JSON files."""
 
@@ -546,8 +642,8 @@ class OutputFolder:
         os.makedirs(self.output_dir, exist_ok=True)
         self.info, self.categories = info, categories
         self.entries: Dict[str, Dict[str, Any]] = load_finished(self.output_dir) if resume else {}
-        if not resume and os.path.isfile(os.path.join(self.output_dir, JOURNAL)):
-            print(f"note: replacing the results in {self.output_dir} (pass --resume to keep them)", file=sys.stderr)
+        if not resume:
+            _remove_previous_results(self.output_dir)
         self.failures: Dict[str, Dict[str, str]] = {}
         self.previous_info: Optional[Dict[str, Any]] = None
         images_path = os.path.join(self.output_dir, IMAGES)
@@ -563,6 +659,10 @@ class OutputFolder:
             os.fsync(stream.fileno())
         os.replace(temporary, journal_path)
         self.journal = open(journal_path, "a", encoding="utf-8")
+
+    def is_finished(self, file_name: str) -> bool:
+        """Whether the image is already in the results (kept from before, or done in this run)."""
+        return file_name in self.entries
 
     def add(self, entries: Iterable[Dict[str, Any]]) -> None:
         """Appends finished images to the journal and makes them durable (one fsync per batch)."""
@@ -588,6 +688,82 @@ class OutputFolder:
                           [self.failures[name] for name in sorted(self.failures)])
 
 
+class ShardedOutputFolder:
+    """`--shard-output`: results as JSON-lines shards `OUT/predictions/part-NNNNN.jsonl`, for runs too large for one
+    `predictions.json`.
+
+    Each line is one finished image, `{"image": {"id", "file_name", "width", "height"}, "annotations": [COCO
+    records]}` (the journal's format). Lines are appended and flushed as batches finish; a shard is fsync'ed and
+    closed after `images_per_shard` images and the next one begins, so a crash loses at most the unsynced tail of
+    the open shard (a torn last line is ignored when reading). A resumed run starts a new shard and never rewrites
+    old ones. Only file names are kept in memory; `OUT/predictions/info.json` holds `{"info", "categories"}` and
+    `failures.json` is written as in the single-file form. `read_shards(OUT)` reads the results back.
+    """
+
+    def __init__(self, output_dir: str, resume: bool, info: Dict[str, Any], categories: List[Dict],
+                 images_per_shard: int = DEFAULT_IMAGES_PER_SHARD) -> None:
+        if images_per_shard < 1:
+            raise ValueError(f"images_per_shard must be at least 1, got {images_per_shard}.")
+        self.output_dir = os.path.abspath(output_dir)
+        self.shard_dir = os.path.join(self.output_dir, SHARDS)
+        os.makedirs(self.shard_dir, exist_ok=True)
+        self.info, self.categories, self.images_per_shard = info, categories, images_per_shard
+        self.previous_info: Optional[Dict[str, Any]] = None
+        if resume:
+            self.finished_names = _shard_file_names(self.output_dir) | set(
+                load_finished(self.output_dir, include_shards=False))
+            info_path = os.path.join(self.shard_dir, SHARD_INFO)
+            images_path = os.path.join(self.output_dir, IMAGES)
+            for path in (info_path, images_path):
+                if self.previous_info is None and os.path.isfile(path):
+                    self.previous_info = _read_json(path).get("info")
+        else:
+            _remove_previous_results(self.output_dir)
+            self.finished_names = set()
+        existing = shard_paths(self.output_dir)
+        self.next_index = 1 + max((int(os.path.basename(path)[len(SHARD_PREFIX):-len(SHARD_SUFFIX)])
+                                   for path in existing), default=-1)
+        self.failures: Dict[str, Dict[str, str]] = {}
+        self.shard: Optional[Any] = None  # the open shard's stream
+        self.images_in_shard = 0
+        write_json_atomic(os.path.join(self.shard_dir, SHARD_INFO), {"info": info, "categories": categories})
+
+    def is_finished(self, file_name: str) -> bool:
+        """Whether the image is already in the results (kept from before, or done in this run)."""
+        return file_name in self.finished_names
+
+    def _close_shard(self) -> None:
+        if self.shard is not None:
+            self.shard.flush()
+            os.fsync(self.shard.fileno())
+            self.shard.close()
+            self.shard, self.images_in_shard = None, 0
+
+    def add(self, entries: Iterable[Dict[str, Any]]) -> None:
+        """Appends finished images to the open shard (flushed per batch), rolling over to a new shard when full."""
+        for entry in entries:
+            if self.shard is None:
+                name = f"{SHARD_PREFIX}{self.next_index:05d}{SHARD_SUFFIX}"
+                self.shard = open(os.path.join(self.shard_dir, name), "x", encoding="utf-8")
+                self.next_index += 1
+            self.shard.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            self.finished_names.add(entry["image"]["file_name"])
+            self.images_in_shard += 1
+            if self.images_in_shard >= self.images_per_shard:
+                self._close_shard()
+        if self.shard is not None:
+            self.shard.flush()
+
+    def fail(self, file_name: str, path: str, error: str) -> None:
+        self.failures[file_name] = {"file_name": file_name, "path": path, "error": error}
+
+    def finish(self) -> None:
+        """Closes the open shard (fsync) and writes failures.json."""
+        self._close_shard()
+        write_json_atomic(os.path.join(self.output_dir, FAILURES),
+                          [self.failures[name] for name in sorted(self.failures)])
+
+
 # ================================================================================================================
 # The run
 # ================================================================================================================
@@ -600,6 +776,11 @@ class RunSummary:
     failed: int = 0
     instances: int = 0  # instances written in this run
     seconds: float = 0.0
+    inferred_images: int = 0  # images handed to the model in this run (0 when all were kept from before)
+    started_at: float = 0.0  # time.perf_counter() when processing began (model loaded; with --ray before Ray starts)
+    first_result_seconds: Optional[float] = None  # from started_at to the first finished batch (startup cost)
+    first_result_images: int = 0  # images of that first batch (steady rate: the others over the remaining time)
+    worker_threads: Dict[str, int] = field(default_factory=dict)  # --ray: "host:pid" of a worker -> torch threads
 
 
 class _Progress:
@@ -625,6 +806,9 @@ class _Progress:
 
 
 def _error_text(error: BaseException) -> str:
+    """`Type: first line of the message` (a worker's error text is passed on as it is)."""
+    if isinstance(error, WorkerError):
+        return str(error)
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
@@ -633,14 +817,23 @@ def _overlay_path(output_dir: str, file_name: str) -> str:
     return os.path.join(output_dir, OVERLAYS, *file_name.split("/")) + ".png"
 
 
+def input_windows(items: Sequence[InputItem], batch_size: int,
+                  window_batches: int = SORT_WINDOW_BATCHES) -> List[Sequence[InputItem]]:
+    """The consecutive windows of `batch_size * window_batches` items inside which batches are planned.
+
+    Batches never cross a window, so every executor that plans window by window (`iter_batches` in this process, or
+    one Ray task per window) forms the same batches, hence the same padded forward passes and the same results."""
+    window = max(1, batch_size * window_batches)
+    return [items[start:start + window] for start in range(0, len(items), window)]
+
+
 def iter_batches(items: Sequence[InputItem], batch_size: int, report: Callable[[InputItem, str], None],
                  window_batches: int = SORT_WINDOW_BATCHES) -> Iterator[List[InputItem]]:
     """Batches of items with similar shapes, streamed window by window (see `plan_batches`); image sizes come from
     the file headers, and files whose header cannot be read are reported here and left out."""
-    window = max(1, batch_size * window_batches)
-    for start in range(0, len(items), window):
+    for window_items in input_windows(items, batch_size, window_batches):
         readable, sizes = [], []
-        for item in items[start:start + window]:
+        for item in window_items:
             try:
                 sizes.append(read_image_size(item.path))
                 readable.append(item)
@@ -670,10 +863,21 @@ def _decode_batch(items: Sequence[InputItem], processor: Any, report: Callable[[
     return decoded
 
 
+def save_overlay_file(output_dir: str, file_name: str, overlay: Image.Image) -> None:
+    """Writes an overlay to `OUT/overlays/<file_name>.png`."""
+    path = _overlay_path(output_dir, file_name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    overlay.save(path, format="PNG")
+
+
 def process_batch(decoded: Sequence[Tuple[InputItem, np.ndarray]], model: Any, processor: Any,
                   arguments: argparse.Namespace, category_ids: Optional[Mapping[int, int]],
-                  label_names: Sequence[str], output_dir: str) -> List[Dict[str, Any]]:
-    """Forward pass, records and overlays of one batch of decoded images -> journal entries."""
+                  label_names: Sequence[str], output_dir: str,
+                  save_overlay: Optional[Callable[[str, Image.Image], None]] = None) -> List[Dict[str, Any]]:
+    """Forward pass, records and overlays of one batch of decoded images -> journal entries.
+
+    Overlays go to `save_overlay(file_name, image)` when given (a Ray worker returns them to the driver), else to
+    `output_dir/overlays/`."""
     entries = []
     results = predict_images(model, processor, [rgb for _, rgb in decoded], arguments.threshold,
                              arguments.mask_threshold, arguments.dtype)
@@ -681,29 +885,58 @@ def process_batch(decoded: Sequence[Tuple[InputItem, np.ndarray]], model: Any, p
         height, width = (int(size) for size in result["masks"].shape[-2:])
         records = detections_to_coco_records(result, item.image_id, category_ids, item.file_name)
         if not arguments.no_overlays:
-            path = _overlay_path(output_dir, item.file_name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            draw_overlay(rgb, result, label_names).save(path)
+            overlay = draw_overlay(rgb, result, label_names)
+            if save_overlay is None:
+                save_overlay_file(output_dir, item.file_name, overlay)
+            else:
+                save_overlay(item.file_name, overlay)
         entries.append({"image": {"id": item.image_id, "file_name": item.file_name, "width": width,
                                   "height": height}, "annotations": records})
     return entries
 
 
-def run(arguments: argparse.Namespace) -> Tuple[RunSummary, OutputFolder]:
-    """Processes the inputs of parsed command-line arguments; returns the summary and the output folder."""
+def run(arguments: argparse.Namespace) -> Tuple[RunSummary, Any]:
+    """Processes the inputs of parsed command-line arguments in this process, or with `--ray` on a Ray cluster;
+    returns the summary and the output folder (`OutputFolder`, or `ShardedOutputFolder` with --shard-output)."""
     _require_pycocotools()
+    use_ray = getattr(arguments, "ray", None) is not None
+    if use_ray:  # without Ray, fail before any work with the sentence saying how to install it
+        _import_ray(local=arguments.ray == RAY_LOCAL)
     items, input_problems = collect_inputs(arguments.inputs, exclude=arguments.output_dir)
     if not items and not input_problems:
         raise SegmentError(f"No image files found in {' '.join(arguments.inputs)} (extensions: "
                            f"{', '.join(sorted(IMAGE_EXTENSIONS))}).")
-    model, processor = load_model_and_processor(arguments.model, arguments.device)
-    id2label = model.config.id2label
+    if use_ray:  # the workers load the model; the driver only needs its labels
+        model, processor, id2label = None, None, load_model_config(arguments.model).id2label
+    else:
+        model, processor = load_model_and_processor(arguments.model, arguments.device or "cpu")
+        id2label = model.config.id2label
     category_ids = coco_category_ids(id2label)
     label_names = _label_names(id2label)
     info = {"model": arguments.model, "threshold": arguments.threshold, "mask_threshold": arguments.mask_threshold,
             "category_ids": "coco" if category_ids is not None else "label_index",
             "image_id": "first 52 bits of sha256(file_name)", "generator": "segment.py"}
-    output = OutputFolder(arguments.output_dir, arguments.resume, info, category_list(id2label, category_ids))
+    categories = category_list(id2label, category_ids)
+    with contextlib.ExitStack() as ray_connection:
+        if use_ray and not arguments.resume:
+            # Start or join Ray before the output folder replaces earlier results: a cluster that cannot be reached
+            # then leaves them as they were. (With --resume nothing is replaced, and Ray is needed only if work is
+            # left.)
+            ray_connection.enter_context(ray_session(arguments.ray))
+        if getattr(arguments, "shard_output", False):
+            output = ShardedOutputFolder(arguments.output_dir, arguments.resume, info, categories,
+                                         arguments.images_per_shard)
+        else:
+            output = OutputFolder(arguments.output_dir, arguments.resume, info, categories)
+        summary = _process(items, input_problems, output, arguments, model, processor, category_ids, label_names,
+                           info, ray_connection)
+    return summary, output
+
+
+def _process(items: Sequence[InputItem], input_problems: Sequence[Dict[str, str]], output: Any,
+             arguments: argparse.Namespace, model: Any, processor: Any, category_ids: Optional[Mapping[int, int]],
+             label_names: Sequence[str], info: Dict[str, Any], ray_connection: contextlib.ExitStack) -> RunSummary:
+    """The images not finished yet, in this process or (model None) on Ray; always leaves the output complete."""
     summary = RunSummary()
     progress: Optional[_Progress] = None
     try:
@@ -712,7 +945,7 @@ def run(arguments: argparse.Namespace) -> Tuple[RunSummary, OutputFolder]:
             print(f"warning: resuming a run made with threshold {output.previous_info.get('threshold')} / "
                   f"mask threshold {output.previous_info.get('mask_threshold')}; kept images are not redone.",
                   file=sys.stderr)
-        todo = [item for item in items if item.file_name not in output.entries]
+        todo = [item for item in items if not output.is_finished(item.file_name)]
         summary.skipped = len(items) - len(todo)
         progress = _Progress(len(todo))
 
@@ -727,29 +960,44 @@ def run(arguments: argparse.Namespace) -> Tuple[RunSummary, OutputFolder]:
             summary.failed += 1
             progress.message(f"skipped {problem['file_name']}: {problem['error']}")
 
-        start = time.perf_counter()
-        for batch in iter_batches(todo, arguments.batch_size, report):
-            decoded = _decode_batch(batch, processor, report)
-            entries = _run_with_fallback(decoded, model, processor, arguments, category_ids, label_names,
-                                         output.output_dir, report)
-            output.add(entries)
-            summary.done += len(entries)
-            summary.instances += sum(len(entry["annotations"]) for entry in entries)
-            progress.update(len(entries), failed=summary.failed, instances=summary.instances)
-        summary.seconds = time.perf_counter() - start
+        summary.started_at = time.perf_counter()
+        if model is not None:
+            for batch in iter_batches(todo, arguments.batch_size, report):
+                decoded = _decode_batch(batch, processor, report)
+                entries = _run_with_fallback(decoded, model, processor, arguments, category_ids, label_names,
+                                             output.output_dir, report)
+                summary.inferred_images += len(decoded)
+                _record_entries(entries, output, summary, progress)
+        elif todo:  # nothing left to do (--resume): no cluster is started or joined
+            ray_connection.enter_context(ray_session(arguments.ray))
+            run_ray_pipeline(todo, arguments, output, summary, progress, report)
+        summary.seconds = time.perf_counter() - summary.started_at
     finally:
         if progress is not None:
             progress.close()
         output.finish()
-    return summary, output
+    return summary
 
 
-def _run_with_fallback(decoded, model, processor, arguments, category_ids, label_names, output_dir, report):
+def _record_entries(entries: List[Dict[str, Any]], output: Any, summary: RunSummary, progress: _Progress) -> None:
+    """Adds one batch's finished images to the output and the counts."""
+    if entries and summary.first_result_seconds is None:
+        summary.first_result_seconds = time.perf_counter() - summary.started_at
+        summary.first_result_images = len(entries)
+    output.add(entries)
+    summary.done += len(entries)
+    summary.instances += sum(len(entry["annotations"]) for entry in entries)
+    progress.update(len(entries), failed=summary.failed, instances=summary.instances)
+
+
+def _run_with_fallback(decoded, model, processor, arguments, category_ids, label_names, output_dir, report,
+                       save_overlay=None):
     """`process_batch`; on a model error with --keep-going, retries image by image and reports those that fail."""
     if not decoded:
         return []
     try:
-        return process_batch(decoded, model, processor, arguments, category_ids, label_names, output_dir)
+        return process_batch(decoded, model, processor, arguments, category_ids, label_names, output_dir,
+                             save_overlay)
     except (RuntimeError, ValueError, OSError) as error:
         if not arguments.keep_going:
             raise
@@ -759,8 +1007,323 @@ def _run_with_fallback(decoded, model, processor, arguments, category_ids, label
     entries = []
     for one in decoded:
         entries.extend(_run_with_fallback([one], model, processor, arguments, category_ids, label_names,
-                                          output_dir, report))
+                                          output_dir, report, save_overlay))
     return entries
+
+
+# ================================================================================================================
+# Scale-out with Ray Data (--ray). Ray is optional (requirements-ray.txt) and imported only on this path.
+# ================================================================================================================
+
+RAY_HINT = ('--ray needs Ray Data, which is not installed: pip install -r requirements-ray.txt '
+            '(or pip install "ray[data]").')
+RAY_LOCAL = "local"  # `--ray` without an address: a Ray instance on this machine, started and stopped by the run
+# Logical CPUs of a task that reads one window's headers and decodes its images: half a CPU when the forward pass
+# runs on CPUs (decoding is short next to it), a whole one with GPUs (decoding is then what limits throughput).
+PREPARE_TASK_CPUS = 0.5
+GPU_PREPARE_TASK_CPUS = 1.0
+GPU_WORKER_CPUS = 2.0  # default CPU share of a GPU worker (post-processing, RLE, overlays); the rest decodes
+RAY_PAYLOAD = "payload"  # the one column of the pipeline's rows: a pickled dict of plain Python / numpy values
+
+
+class WorkerError(RuntimeError):
+    """A model or pipeline error reported by a Ray worker; its text is already `Type: message`."""
+
+
+# Ray reads this when it is imported: "0" makes a Ray instance started here single-machine, every server bound to
+# 127.0.0.1 (Ray otherwise replaces 127.0.0.1 by the machine's address and listens on all interfaces).
+RAY_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _import_ray(local: bool = False) -> Any:
+    """`import ray` (with Ray Data), or a `SegmentError` saying how to install it. `local=True` (a Ray instance of
+    this machine only will be started) sets `RAY_SINGLE_MACHINE_ENV` first unless Ray is already imported or the
+    variable is set."""
+    if local and "ray" not in sys.modules:
+        os.environ.setdefault(RAY_SINGLE_MACHINE_ENV, "0")
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise SegmentError(RAY_HINT) from None
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str) -> Iterator[Any]:
+    """Ray for one run, yielding the `ray` module.
+
+    A Ray instance this process already has (`ray.is_initialized()`, e.g. a notebook or a test) is used as it is and
+    left running. Otherwise `address` "local" starts a Ray instance with this machine's cores, bound to 127.0.0.1
+    and without the dashboard, and anything else ("auto", "HOST:PORT", "ray://HOST:10001") joins that cluster; what
+    was started or joined here is shut down (or disconnected) at the end.
+    """
+    ray = _import_ray(local=address == RAY_LOCAL)
+    if ray.is_initialized():
+        yield ray
+        return
+    if address not in (RAY_LOCAL, "auto"):
+        _check_reachable(address)
+    try:
+        if address == RAY_LOCAL:
+            ray.init(num_cpus=os.cpu_count() or 1, _node_ip_address="127.0.0.1", include_dashboard=False,
+                     logging_level=logging.WARNING)
+        else:
+            ray.init(address=address, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise SegmentError(f"Could not start or join Ray at {address!r}: {_error_text(error)}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fails fast when nothing listens at a `HOST:PORT` or `ray://HOST:PORT` address (Ray itself keeps retrying for
+    minutes)."""
+    host, _, port = address[len("ray://"):].rpartition(":") if address.startswith("ray://") else address.rpartition(":")
+    if not host or not port.isdigit():
+        raise SegmentError(f"--ray {address!r} is not an address: use HOST:PORT, ray://HOST:PORT or auto.")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise SegmentError(f"No Ray cluster answers at {address} ({error}); start one with `ray start --head` or "
+                           "check the address.") from None
+
+
+@dataclass(frozen=True)
+class RayResources:
+    """How the inference actors are sized: `workers` actors, each reserving `cpus_per_worker` logical CPUs (and
+    running torch with `threads_per_worker` threads) and `gpus_per_worker` GPUs; decoding tasks reserve
+    `prepare_task_cpus` each."""
+
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    prepare_task_cpus: float = PREPARE_TASK_CPUS
+
+    @property
+    def threads_per_worker(self) -> int:
+        """torch threads of a worker: its CPU share rounded to the nearest whole number, at least 1."""
+        return max(1, int(self.cpus_per_worker + 0.5))
+
+
+def plan_ray_resources(node_cpus: Sequence[float], cluster_gpus: float, workers: Optional[int] = None,
+                       cpus_per_worker: Optional[float] = None, gpus_per_worker: float = 0.0) -> RayResources:
+    """Sizes the inference actor pool from the cluster's CPUs per node and GPU count; explicit values win.
+
+    Defaults: with GPUs, one worker per `gpus_per_worker` GPUs, each with min(2, its CPU share) CPUs so that most
+    CPUs decode; on CPUs only, one worker per node. A CPU share is the cluster's CPUs, less one decoding task's
+    CPUs per node (`PREPARE_TASK_CPUS`, with GPUs `GPU_PREPARE_TASK_CPUS`), divided among the workers (at most a
+    node's CPUs less that reserve), so on a 2-core machine one worker gets 1.5 CPUs and runs 2 torch threads, two
+    workers get 0.75 CPUs and 1 thread each.
+    """
+    if not node_cpus:
+        raise SegmentError("The Ray cluster has no node with CPUs.")
+    if workers is None:
+        workers = max(1, int(cluster_gpus // gpus_per_worker)) if gpus_per_worker > 0 else len(node_cpus)
+    if workers < 1:
+        raise SegmentError(f"--workers must be at least 1, got {workers}.")
+    prepare_task_cpus = GPU_PREPARE_TASK_CPUS if gpus_per_worker > 0 else PREPARE_TASK_CPUS
+    if cpus_per_worker is None:
+        spare = sum(node_cpus) - prepare_task_cpus * len(node_cpus)
+        share = min(spare / workers, max(node_cpus) - prepare_task_cpus)
+        if gpus_per_worker > 0:
+            share = min(share, GPU_WORKER_CPUS)
+        cpus_per_worker = max(0.01, math.floor(share * 100) / 100)
+    if cpus_per_worker <= 0 or gpus_per_worker < 0:
+        raise SegmentError("--cpus-per-worker must be positive and --gpus-per-worker not negative.")
+    return RayResources(workers=workers, cpus_per_worker=float(cpus_per_worker),
+                        gpus_per_worker=float(gpus_per_worker), prepare_task_cpus=prepare_task_cpus)
+
+
+def worker_name() -> str:
+    """"host:pid" of this process (process ids repeat across a cluster's nodes)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pack(value: Dict[str, Any]) -> bytes:
+    return pickle.dumps(value, protocol=5)
+
+
+def prepare_window(rows: Dict[str, np.ndarray], model_id: str, batch_size: int) -> Iterator[Dict[str, List[bytes]]]:
+    """Ray Data task: windows of input files -> their planned batches, decoded, one output row (one block) each.
+
+    Reads the window's headers and plans its batches with `iter_batches` and decodes them with `_decode_batch`,
+    exactly as the single-process run does, so the actors see the same batches. Unreadable files travel with the
+    next row as failure records `{"file_name", "path", "error"}`.
+    """
+    processor = load_image_processor(model_id)
+    for window in rows["window"]:
+        failures: List[Dict[str, str]] = []
+
+        def report(item: InputItem, error: str) -> None:
+            failures.append({"file_name": item.file_name, "path": item.path, "error": error})
+
+        items = [InputItem(path=path, file_name=file_name) for path, file_name in json.loads(window)]
+        for batch in iter_batches(items, batch_size, report):
+            decoded = _decode_batch(batch, processor, report)
+            images = [(item.path, item.file_name, rgb) for item, rgb in decoded]
+            yield {RAY_PAYLOAD: [_pack({"images": images, "failures": list(failures)})]}
+            failures.clear()
+        if failures:
+            yield {RAY_PAYLOAD: [_pack({"images": [], "failures": list(failures)})]}
+
+
+class RayInferenceWorker:
+    """Ray Data actor: loads the model once, then runs each planned batch in one forward pass.
+
+    Records and overlays are made by `_run_with_fallback` / `process_batch`, the single-process code; overlays come
+    back to the driver as PNG bytes (workers need no access to the output folder). Each output row holds
+    `{"entries", "failures", "overlays": [(file_name, png)], "model_error", "inferred_images", "worker": (pid,
+    torch threads)}`; a model error without --keep-going is returned, not raised, so the driver can stop cleanly.
+    Workers are identified as `worker_name()`, "host:pid".
+    """
+
+    def __init__(self, model_id: str, device: str, threads: int, options: Dict[str, Any]) -> None:
+        torch.set_num_threads(threads)
+        try:
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+        except ImportError:  # pragma: no cover - transformers without the helper
+            pass
+        self.model, self.processor = load_model_and_processor(model_id, device)
+        self.options = argparse.Namespace(**options)
+        self.category_ids = coco_category_ids(self.model.config.id2label)
+        self.label_names = _label_names(self.model.config.id2label)
+
+    def __call__(self, rows: Dict[str, np.ndarray]) -> Dict[str, List[bytes]]:
+        return {RAY_PAYLOAD: [_pack(self.run_batch(pickle.loads(payload))) for payload in rows[RAY_PAYLOAD]]}
+
+    def run_batch(self, work: Dict[str, Any]) -> Dict[str, Any]:
+        failures = list(work["failures"])
+        overlays: List[Tuple[str, bytes]] = []
+        decoded = [(InputItem(path=path, file_name=file_name), rgb) for path, file_name, rgb in work["images"]]
+
+        def report(item: InputItem, error: str) -> None:
+            failures.append({"file_name": item.file_name, "path": item.path, "error": error})
+
+        def save_overlay(file_name: str, overlay: Image.Image) -> None:
+            buffer = io.BytesIO()
+            overlay.save(buffer, format="PNG")
+            overlays.append((file_name, buffer.getvalue()))
+
+        model_error = None
+        try:
+            entries = _run_with_fallback(decoded, self.model, self.processor, self.options, self.category_ids,
+                                         self.label_names, "", report, save_overlay)
+        except (RuntimeError, ValueError, OSError) as error:  # without --keep-going: the run stops
+            entries, overlays, model_error = [], [], _error_text(error)
+        return {"entries": entries, "failures": failures, "overlays": overlays, "model_error": model_error,
+                "inferred_images": len(decoded), "worker": (worker_name(), torch.get_num_threads())}
+
+
+def _ray_device_and_gpus(arguments: argparse.Namespace) -> Tuple[str, float]:
+    """The workers' torch device and GPUs per worker from --device / --gpus-per-worker (Ray assigns the GPUs)."""
+    device = arguments.device or "cpu"
+    gpus = arguments.gpus_per_worker
+    if device not in ("cpu", "cuda"):
+        raise SegmentError(f"With --ray, --device is cpu or cuda (Ray gives each worker its GPUs), not {device!r}.")
+    if gpus is None:
+        gpus = 1.0 if device == "cuda" else 0.0
+    return ("cuda" if gpus > 0 else "cpu"), float(gpus)
+
+
+def run_ray_pipeline(todo: Sequence[InputItem], arguments: argparse.Namespace, output: Any, summary: RunSummary,
+                     progress: _Progress, report: Callable[[InputItem, str], None]) -> None:
+    """Runs `todo` as a Ray Data pipeline on the connected cluster and writes results as they stream in.
+
+    windows of paths (one block each) -> `prepare_window` tasks (headers, batch planning, decoding; one block per
+    planned batch) -> `RayInferenceWorker` actor pool (`map_batches`, one planned batch per call) -> this process,
+    which writes entries, overlays and failures. Batches are planned window by window as in the single-process run,
+    so every forward pass pads the same images together and the results are the same.
+    """
+    import ray
+    import ray.cloudpickle
+    import ray.data
+
+    model_id = os.path.abspath(arguments.model) if os.path.isdir(arguments.model) else arguments.model
+    device, gpus_per_worker = _ray_device_and_gpus(arguments)
+    node_cpus = [float(node["Resources"].get("CPU", 0)) for node in ray.nodes()
+                 if node.get("Alive") and node["Resources"].get("CPU", 0) > 0]
+    cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+    resources = plan_ray_resources(node_cpus, cluster_gpus, arguments.workers, arguments.cpus_per_worker,
+                                   gpus_per_worker)
+    most_batches = math.ceil(len(todo) / arguments.batch_size)
+    if resources.workers > most_batches:  # no actor loads the model for nothing; the CPU share (threads) stays
+        resources = replace(resources, workers=most_batches)
+    wanted_cpus = resources.workers * resources.cpus_per_worker + resources.prepare_task_cpus
+    wanted_gpus = resources.workers * resources.gpus_per_worker
+    if wanted_cpus > sum(node_cpus) or wanted_gpus > cluster_gpus:
+        progress.message(f"warning: {resources.workers} workers with {resources.cpus_per_worker:g} CPUs and "
+                         f"{resources.gpus_per_worker:g} GPUs each (plus {resources.prepare_task_cpus:g} CPU to "
+                         f"decode) need more than the cluster's {sum(node_cpus):g} CPUs / {cluster_gpus:g} GPUs; the "
+                         "run waits until they are there (an autoscaling cluster adds nodes), Ctrl-C stops it")
+    progress.message(f"ray: {resources.workers} workers x {resources.cpus_per_worker:g} CPUs "
+                     f"({resources.threads_per_worker} torch threads), {resources.gpus_per_worker:g} GPUs, "
+                     f"device {device}; cluster {sum(node_cpus):g} CPUs / {cluster_gpus:g} GPUs on "
+                     f"{len(node_cpus)} nodes")
+
+    windows = [json.dumps([[item.path, item.file_name] for item in window])
+               for window in input_windows(todo, arguments.batch_size)]
+    options = {name: getattr(arguments, name) for name in ("threshold", "mask_threshold", "dtype", "no_overlays",
+                                                           "keep_going")}
+    module = sys.modules[__name__]
+    # Workers get this module's functions by value: no copy of segment.py is needed on the cluster's nodes.
+    registered_here = module.__name__ not in ray.cloudpickle.list_registry_pickle_by_value()
+    if registered_here:
+        ray.cloudpickle.register_pickle_by_value(module)
+    context = ray.data.DataContext.get_current()
+    saved_context = (context.target_max_block_size, context.enable_progress_bars)
+    # Every row (a window, a planned batch, a result) becomes its own block, so batches spread over all workers.
+    context.target_max_block_size, context.enable_progress_bars = 1, False
+    # Ray Data's own chatter (execution plans; "progress bars disabled": this run has its own) is kept off stderr.
+    quiet_loggers = {logging.getLogger("ray.data"): logging.WARNING,
+                     logging.getLogger("ray.data._internal.progress"): logging.ERROR}
+    saved_levels = {logger: logger.level for logger in quiet_loggers}
+    for logger, level in quiet_loggers.items():
+        logger.setLevel(level)
+    with warnings.catch_warnings():
+        # fewer planned batches left than workers is fine; Ray Data's warning about it is advice for other pipelines
+        warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
+        try:
+            dataset = ray.data.from_items([{"window": window} for window in windows], override_num_blocks=len(windows))
+            dataset = dataset.map_batches(prepare_window, batch_size=1, num_cpus=resources.prepare_task_cpus,
+                                          fn_kwargs={"model_id": model_id, "batch_size": arguments.batch_size})
+            dataset = dataset.map_batches(
+                RayInferenceWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=resources.workers),
+                num_cpus=resources.cpus_per_worker,
+                num_gpus=resources.gpus_per_worker,
+                fn_constructor_kwargs={"model_id": model_id, "device": device,
+                                       "threads": resources.threads_per_worker, "options": options})
+            for row in dataset.iter_rows():
+                result = pickle.loads(row[RAY_PAYLOAD])
+                for failure in result["failures"]:
+                    report(InputItem(path=failure["path"], file_name=failure["file_name"]), failure["error"])
+                for file_name, png in result["overlays"]:
+                    _write_bytes(_overlay_path(output.output_dir, file_name), png)
+                summary.inferred_images += result["inferred_images"]
+                if result["inferred_images"]:
+                    worker, threads = result["worker"]
+                    summary.worker_threads[worker] = threads
+                _record_entries(result["entries"], output, summary, progress)
+                if result["model_error"] is not None:
+                    raise WorkerError(result["model_error"])
+        except ray.exceptions.RayError as error:
+            raise WorkerError(f"the Ray pipeline failed: {_error_text(error)}") from None
+        finally:
+            context.target_max_block_size, context.enable_progress_bars = saved_context
+            for logger, level in saved_levels.items():
+                logger.setLevel(level)
+            if registered_here:
+                ray.cloudpickle.unregister_pickle_by_value(module)
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as stream:
+        stream.write(data)
 
 
 def build_argument_parser() -> argparse.ArgumentParser:
@@ -775,7 +1338,7 @@ def build_argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mask-threshold", type=float, default=0.5,
                         help="a pixel belongs to an instance when its mask probability is >= this (0.5)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (1)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cpu)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (cpu); with --ray: cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
                         help="compute precision: bfloat16/float16 run the network under torch.autocast, weights and "
                              "RoIAlign/NMS/box decoding/mask pasting stay float32 (float32)")
@@ -785,6 +1348,23 @@ def build_argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-going", action="store_true",
                         help="on a model error (e.g. out of memory) retry the batch image by image and skip the "
                              "images that still fail, instead of stopping")
+    parser.add_argument("--shard-output", action="store_true",
+                        help="write OUT/predictions/part-NNNNN.jsonl shards as results come in instead of one "
+                             "predictions.json (for very large runs)")
+    parser.add_argument("--images-per-shard", type=int, default=DEFAULT_IMAGES_PER_SHARD,
+                        help=f"images per shard with --shard-output ({DEFAULT_IMAGES_PER_SHARD})")
+    scale_out = parser.add_argument_group("scale-out with Ray Data (pip install -r requirements-ray.txt)")
+    scale_out.add_argument("--ray", nargs="?", const=RAY_LOCAL, default=None, metavar="ADDRESS",
+                           help="run on Ray: without ADDRESS a local instance with this machine's cores; 'auto', "
+                                "HOST:PORT or ray://HOST:10001 joins that cluster")
+    scale_out.add_argument("--workers", type=int, default=None,
+                           help="inference actors, each loading the model once (one per GPU with GPUs, else one "
+                                "per node)")
+    scale_out.add_argument("--cpus-per-worker", type=float, default=None,
+                           help="logical CPUs per worker, also its torch thread count rounded (its share of the "
+                                "CPUs not kept for decoding; at most 2 for GPU workers)")
+    scale_out.add_argument("--gpus-per-worker", type=float, default=None,
+                           help="GPUs per worker, fractions allowed (1 with --device cuda, else 0)")
     return parser
 
 
@@ -795,6 +1375,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--threshold and --mask-threshold must be between 0 and 1")
     if arguments.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if arguments.images_per_shard < 1:
+        parser.error("--images-per-shard must be at least 1")
+    if arguments.ray is None:
+        if any(value is not None for value in (arguments.workers, arguments.cpus_per_worker,
+                                               arguments.gpus_per_worker)):
+            parser.error("--workers, --cpus-per-worker and --gpus-per-worker need --ray")
+        arguments.device = arguments.device or "cpu"
+    elif (arguments.workers is not None and arguments.workers < 1) or (
+            arguments.cpus_per_worker is not None and arguments.cpus_per_worker <= 0) or (
+            arguments.gpus_per_worker is not None and arguments.gpus_per_worker < 0):
+        parser.error("--workers and --cpus-per-worker must be positive, --gpus-per-worker not negative")
     try:
         summary, output = run(arguments)
     except SegmentError as error:
@@ -818,4 +1409,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module `segment`, not this `__main__` copy, so that what Ray ships to its workers and the
+    # exceptions main() catches are the same classes whether segment.py is run as a script or imported.
+    import segment
+
+    sys.exit(segment.main())
