@@ -148,7 +148,14 @@ def compare_final(result: CaseResult) -> Dict[str, float]:
     differing_mask_pixels = (
         int(np.sum(ours["masks"] != theirs["masks"])) if ours["masks"].shape == theirs["masks"].shape else -1
     )
+    paired_ours = {j for _, j in pairs}
+    paired_theirs = {i for i, _ in pairs}
     return {
+        "unmatched_mmdet_scores": [float(theirs["scores"][i]) for i in range(len(theirs["labels"]))
+                                   if i not in paired_theirs],
+        "unmatched_our_scores": [float(ours["scores"][j]) for j in range(len(ours["labels"])) if j not in paired_ours],
+        "lowest_mmdet_score": float(theirs["scores"].min()) if len(theirs["scores"]) else 0.0,
+        "lowest_our_score": float(ours["scores"].min()) if len(ours["scores"]) else 0.0,
         "mmdet_detections": len(theirs["labels"]),
         "our_detections": len(ours["labels"]),
         "matched": len(pairs),
