@@ -778,8 +778,8 @@ class RunSummary:
     seconds: float = 0.0
     inferred_images: int = 0  # images handed to the model in this run (0 when all were kept from before)
     started_at: float = 0.0  # time.perf_counter() when processing began (model loaded; with --ray before Ray starts)
-    first_result_seconds: Optional[float] = None  # from started_at to the first finished batch (startup cost)
-    first_result_images: int = 0  # images of that first batch (steady rate: the others over the remaining time)
+    # (seconds since started_at, images) of every finished batch, in arrival order: start-up cost and steady rate
+    finished_batches: List[Tuple[float, int]] = field(default_factory=list)
     worker_threads: Dict[str, int] = field(default_factory=dict)  # --ray: "host:pid" of a worker -> torch threads
 
 
@@ -981,9 +981,8 @@ def _process(items: Sequence[InputItem], input_problems: Sequence[Dict[str, str]
 
 def _record_entries(entries: List[Dict[str, Any]], output: Any, summary: RunSummary, progress: _Progress) -> None:
     """Adds one batch's finished images to the output and the counts."""
-    if entries and summary.first_result_seconds is None:
-        summary.first_result_seconds = time.perf_counter() - summary.started_at
-        summary.first_result_images = len(entries)
+    if entries:
+        summary.finished_batches.append((time.perf_counter() - summary.started_at, len(entries)))
     output.add(entries)
     summary.done += len(entries)
     summary.instances += sum(len(entry["annotations"]) for entry in entries)
