@@ -515,6 +515,43 @@ def paste_masks(mask_probs: torch.Tensor, boxes: torch.Tensor, canvas_height: in
     return masks
 
 
+def encode_pasted_masks_rle(mask_probs: torch.Tensor, boxes: torch.Tensor, canvas_height: int, canvas_width: int,
+                            mask_threshold: float = 0.5) -> list[dict[str, Any]]:
+    """The masks `paste_masks` would return, as COCO compressed RLE `{"size": [h, w], "counts": str}` each.
+
+    Never builds the (num_detections, canvas_height, canvas_width) array: each mask's runs are read from its box's
+    column band (canvas_height x window width) in column-major order, the zero runs left and right of the band are
+    added arithmetically, and pycocotools compresses the counts. Needs pycocotools.
+    """
+    try:
+        from pycocotools import mask as coco_mask
+    except ImportError as error:
+        raise ImportError("RLE masks need pycocotools: pip install pycocotools") from error
+    canvas_pixels = canvas_height * canvas_width
+    counts_per_mask: list[list[int]] = [[canvas_pixels] for _ in range(boxes.shape[0])]  # empty: all zeros
+    for index, rows, columns, window in iter_pasted_masks(mask_probs, boxes, canvas_height, canvas_width,
+                                                          mask_threshold):
+        band = np.zeros((canvas_height, columns.stop - columns.start), dtype=bool)
+        band[rows] = window.cpu().numpy()
+        flat = band.ravel(order="F")
+        changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        runs = np.diff(np.concatenate(([0], changes, [flat.size]))).tolist()
+        if flat[0]:  # RLE counts start with a run of zeros
+            runs.insert(0, 0)
+        runs[0] += columns.start * canvas_height  # whole zero columns left of the band
+        trailing_zeros = (canvas_width - columns.stop) * canvas_height
+        if len(runs) % 2:  # the band ends with zeros: extend that run
+            runs[-1] += trailing_zeros
+        elif trailing_zeros:
+            runs.append(trailing_zeros)
+        counts_per_mask[index] = runs
+    if not counts_per_mask:
+        return []
+    encoded = coco_mask.frPyObjects([{"size": [canvas_height, canvas_width], "counts": counts}
+                                     for counts in counts_per_mask], canvas_height, canvas_width)
+    return [{"size": [canvas_height, canvas_width], "counts": rle["counts"].decode("ascii")} for rle in encoded]
+
+
 def rescale_boxes(boxes: torch.Tensor, width_scale: float, height_scale: float) -> torch.Tensor:
     """Boxes (N, 4) from the resized frame to the original: float32 division by `[w_s, h_s, w_s, h_s]`, no clip."""
     factors = torch.tensor([width_scale, height_scale, width_scale, height_scale], dtype=torch.float32,
@@ -831,7 +868,7 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
 
     def post_process_instance_segmentation(self, outputs: Any, threshold: float = 0.5, mask_threshold: float = 0.5,
                                            target_sizes: Optional[Union[torch.Tensor, Sequence]] = None,
-                                           return_binary_maps: bool = True) -> list[dict]:
+                                           return_binary_maps: bool = True, return_rle: bool = False) -> list[dict]:
         """Detections with masks pasted at the original image size, like MMDetection's `predict(rescale=True)`.
 
         Args:
@@ -841,11 +878,16 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             target_sizes: (batch_size, 2) (height, width) of the canvas instead of the original sizes.
             return_binary_maps: True: `masks` (N, H, W) bool. False: `segmentation` (H, W) int64 with the index of
                 the highest-scoring instance covering each pixel (-1 for none) and `segments_info`.
+            return_rle: `rle_masks`, a list of COCO compressed RLE dicts `{"size": [H, W], "counts": str}`, instead
+                of `masks` — the same masks, without ever holding N x H x W (needs pycocotools).
 
         Returns:
             one dict per image with `scores` (N,), `labels` (N,) int64, `boxes` (N, 4) float32 in canvas pixels and
-            `masks` or `segmentation` + `segments_info`, by descending score.
+            `masks`, `rle_masks` or `segmentation` + `segments_info`, by descending score.
         """
+        if return_rle and not return_binary_maps:
+            raise ValueError("return_rle=True encodes the per-instance binary masks; it cannot be combined with "
+                             "return_binary_maps=False.")
         batch_size = self._batch_size(outputs)
         all_mask_probs = _output_field(outputs, "mask_probs")
         if all_mask_probs is None:
@@ -857,7 +899,9 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             boxes = rescale_boxes(boxes, width_scale, height_scale)
             mask_probs = all_mask_probs[index][order]
             result = {"scores": scores, "labels": labels, "boxes": boxes}
-            if return_binary_maps:
+            if return_rle:
+                result["rle_masks"] = encode_pasted_masks_rle(mask_probs, boxes, height, width, mask_threshold)
+            elif return_binary_maps:
                 result["masks"] = paste_masks(mask_probs, boxes, height, width, mask_threshold)
             else:
                 result.update(self._segmentation_map(mask_probs, boxes, scores, labels, height, width, mask_threshold))

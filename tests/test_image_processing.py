@@ -441,6 +441,46 @@ def test_paste_equals_full_canvas_grid_sample_reference():
         assert torch.equal(pasted, reference_full_canvas_paste(mask_probs, boxes, height, width, threshold))
 
 
+def test_rle_masks_equal_pycocotools_encoding_of_the_pasted_masks():
+    coco_mask = pytest.importorskip("pycocotools.mask")
+    generator = torch.Generator().manual_seed(11)
+    height, width = 83, 117
+    corners = torch.rand(40, 2, generator=generator) * torch.tensor([width + 30.0, height + 30.0]) - 15
+    boxes = torch.cat([corners, corners + torch.rand(40, 2, generator=generator) * 70], dim=1)
+    boxes[0] = torch.tensor([-5.0, -5.0, 200.0, 150.0])  # covers the whole canvas: no zero columns around it
+    boxes[1] = torch.tensor([0.0, 0.0, 3.0, 83.0])  # touches the left edge and spans every row
+    boxes[2] = torch.tensor([300.0, 300.0, 310.0, 310.0])  # outside the canvas: empty mask
+    boxes[3] = torch.tensor([110.0, 0.0, 117.0, 83.0])  # touches the right edge
+    mask_probs = torch.rand(40, MASK_SIZE, MASK_SIZE, generator=generator)
+    mask_probs[0] = 1.0
+    for threshold in (0.5, 0.2):
+        dense = paste_masks(mask_probs, boxes, height, width, threshold).numpy()
+        rles = processing.encode_pasted_masks_rle(mask_probs, boxes, height, width, threshold)
+        expected = coco_mask.encode(np.asfortranarray(dense.transpose(1, 2, 0).astype(np.uint8)))
+        assert [rle["counts"] for rle in rles] == [rle["counts"].decode("ascii") for rle in expected]
+        assert all(rle["size"] == [height, width] for rle in rles)
+    assert not dense[2].any() and dense[0].all()
+    assert processing.encode_pasted_masks_rle(mask_probs[:0], boxes[:0], height, width) == []
+
+
+def test_post_processing_returns_rle_masks_when_asked():
+    pytest.importorskip("pycocotools.mask")
+    outputs = fake_outputs([[[10.0, 20.0, 300.0, 200.0], [0.0, 0.0, 50.5, 60.5]]], [[400, 533]],
+                           original_sizes=[[300, 400]], scale_factors=[[533 / 400, 400 / 300]])
+    processor = MaskRCNNImageProcessor()
+    dense = processor.post_process_instance_segmentation(outputs, threshold=0.0)[0]
+    encoded = processor.post_process_instance_segmentation(outputs, threshold=0.0, return_rle=True)[0]
+    assert "masks" not in encoded and len(encoded["rle_masks"]) == 2
+    assert torch.equal(encoded["boxes"], dense["boxes"]) and torch.equal(encoded["scores"], dense["scores"])
+    from pycocotools import mask as coco_mask
+
+    decoded = np.stack([coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()})
+                        for rle in encoded["rle_masks"]])
+    assert np.array_equal(decoded.astype(bool), dense["masks"].numpy())
+    with pytest.raises(ValueError, match="cannot be combined with return_binary_maps=False"):
+        processor.post_process_instance_segmentation(outputs, return_rle=True, return_binary_maps=False)
+
+
 def test_zero_width_box_is_pasted_inside_its_window_like_mmdetection_on_cpu():
     """x2 == x1 gives +-inf grid coordinates, which MMDetection sets to 0 (the mask's centre column). On CPU
     (skip_empty) only the window columns floor(x1) - 1 .. ceil(x2) + 1 are sampled; a full-canvas paste (MMDetection

@@ -346,6 +346,14 @@ def paste_memory_check() -> None:
     extra = sampler.peak_growth - result_bytes
     print(f"\npost-processing {count} detections on a 3000x4000 image: peak growth {sampler.peak_growth / 2**20:.0f} MiB"
           f" = result {result_bytes / 2**20:.0f} MiB (bool N x H x W) + {extra / 2**20:.0f} MiB working memory")
+    del result
+    start = time.perf_counter()
+    with PeakMemorySampler() as sampler:
+        encoded = processor.post_process_instance_segmentation(outputs, threshold=0.0, return_rle=True)[0]
+    seconds = time.perf_counter() - start
+    rle_bytes = sum(len(rle["counts"]) for rle in encoded["rle_masks"])
+    print(f"the same with return_rle=True: peak growth {sampler.peak_growth / 2**20:.0f} MiB, {seconds:.2f} s, "
+          f"{rle_bytes / 2**10:.0f} KiB of RLE counts")
 
 
 # ------------------------------------------------------------------------------------------------ accelerator
