@@ -122,10 +122,12 @@ class MaskRCNNConfig(_BaseConfig):
             bit-identical to MMDetection 3.3.0 on CPU. `"fast"` allows the speed options below and bf16/fp16; with
             them off (the default) its float32 results equal exact mode's.
         fuse_batch_norms (`bool`, *optional*, defaults to `False`):
-            Fast mode only: fold the frozen batch norms into the convolutions and run the backbone channels-last
-            (about 12% faster end to end on a 2-core CPU). Rounding then differs from MMDetection: on the parity
-            fixtures all detections are kept, but boxes move by up to ~0.08 px and scores by up to ~1.7e-3, more
-            than the parity tolerance (0.01 px, 1e-4), hence opt-in.
+            Fast mode only: fold the frozen batch norms into the convolutions and run the backbone, FPN, RPN and
+            mask head channels-last (the README's Speed section has the measured gain). Rounding then differs
+            from MMDetection by about as much as MMDetection itself moves when PyTorch's native convolutions
+            replace oneDNN's: on the synthetic parity fixtures (which amplify rounding) boxes move by up to
+            ~0.06 px and scores by up to ~3e-3, within twice that noise floor but more than the core parity
+            tolerance (0.01 px, 1e-4), hence opt-in.
         mmdet_config_name (`str`, *optional*):
             Name of the MMDetection zoo config the weights come from (informational).
     """
