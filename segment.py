@@ -294,10 +294,13 @@ def _processor_module_function(processor: Any, name: str) -> Optional[Callable]:
 
 
 def open_image(path: str, processor: Any = None) -> Image.Image:
-    """Decodes an image file with the image processor's own loader (EXIF orientation applied, mode kept)."""
+    """Decodes an image file with the image processor's own loader (EXIF orientation applied, mode kept), refusing
+    files above the processor's `max_image_pixels` as the processor itself would."""
     loader = _processor_module_function(processor, "load_image") if processor is not None else None
     if loader is None:
         from image_processing_mask_rcnn import load_image as loader
+    if processor is not None and hasattr(processor, "max_image_pixels"):
+        return loader(path, max_pixels=processor.max_image_pixels)
     return loader(path)
 
 

@@ -636,6 +636,15 @@ def test_cli_reports_only_the_bad_files_and_handles_multi_frame_tiny_and_elongat
     assert records["animated.tiff"] == records["first-frame.png"] and len(records["animated.tiff"]) >= 5
 
 
+def test_cli_decoding_follows_the_processors_own_pixel_limit(tmp_path):
+    path = tmp_path / "medium.png"
+    Image.fromarray(random_rgb(60, 80)).save(path)  # 4800 pixels
+    assert segment.decode_image(str(path), MaskRCNNImageProcessor()).shape == (60, 80, 3)
+    with pytest.raises(ImageTooLargeError, match="medium.png"):
+        segment.decode_image(str(path), MaskRCNNImageProcessor(max_image_pixels=4000))
+    assert segment.decode_image(str(path), MaskRCNNImageProcessor(max_image_pixels=None)).shape == (60, 80, 3)
+
+
 # ================================================================================================================
 # Weights and config.json: every mismatch fails at load time with one message
 # ================================================================================================================
