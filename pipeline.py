@@ -623,20 +623,21 @@ def serving_dtype(name: Optional[str] = None) -> torch.dtype:
     return SERVING_DTYPES[name]
 
 
-def _serving_classes() -> Tuple[Any, Any, Callable[[bytes], Image.Image]]:
-    """Model class, image processor class and image decoder from the code files next to this one.
+def _serving_classes() -> Tuple[Any, Any, Callable[[bytes], Image.Image], type]:
+    """Model class, image processor class, image decoder and the processor's too-many-pixels error from the code
+    files next to this one.
 
     Imported the way this file was: as package siblings (transformers' module cache) or, when this file was loaded by
     location with its folder on `sys.path` (how Inference Endpoints load handler.py / pipeline.py), as top-level
     modules of that folder.
     """
     try:
-        from .image_processing_mask_rcnn import MaskRCNNImageProcessor, load_image
+        from .image_processing_mask_rcnn import ImageTooLargeError, MaskRCNNImageProcessor, load_image
         from .modeling_mask_rcnn import MaskRCNNForInstanceSegmentation
     except ImportError:
-        from image_processing_mask_rcnn import MaskRCNNImageProcessor, load_image
+        from image_processing_mask_rcnn import ImageTooLargeError, MaskRCNNImageProcessor, load_image
         from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation
-    return MaskRCNNForInstanceSegmentation, MaskRCNNImageProcessor, load_image
+    return MaskRCNNForInstanceSegmentation, MaskRCNNImageProcessor, load_image, ImageTooLargeError
 
 
 class MaskRCNNRequestHandler:
@@ -660,7 +661,7 @@ class MaskRCNNRequestHandler:
     """
 
     def __init__(self, path: str, device: Optional[Union[str, torch.device]] = None, dtype: Optional[str] = None):
-        model_class, processor_class, load_image = _serving_classes()
+        model_class, processor_class, load_image, self._image_too_large_error = _serving_classes()
         self.device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = serving_dtype(dtype)
         model = model_class.from_pretrained(path)
@@ -691,12 +692,8 @@ class MaskRCNNRequestHandler:
             return to_wire_format(annotations, mask_format)
         except BadRequestError:
             raise
-        except ValueError as error:
-            if type(error).__name__ == "ImageTooLargeError":  # e.g. a toolkit-decoded PIL image over the limit
-                raise BadRequestError(f"'inputs' is refused: {error}") from None
-            logger.exception("Mask R-CNN request failed")
-            raise RuntimeError(f"Mask R-CNN inference failed on the server ({type(error).__name__}); the server log "
-                               "has the details.") from None
+        except self._image_too_large_error as error:  # e.g. a toolkit-decoded PIL image over the limit
+            raise BadRequestError(f"'inputs' is refused: {error}") from None
         except Exception as error:  # never a stack trace or internal detail to the client; the log keeps both
             logger.exception("Mask R-CNN request failed")
             raise RuntimeError(f"Mask R-CNN inference failed on the server ({type(error).__name__}); the server log "
