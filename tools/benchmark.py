@@ -100,16 +100,9 @@ def benchmark_state_dict() -> Dict[str, torch.Tensor]:
 def build_our_model(numerics: str = "fast", dtype: torch.dtype = torch.float32, fuse: bool = False,
                     device: str = "cpu"):
     """Our model with the benchmark weights, and its image processor."""
-    from convert_mmdet_checkpoint import mmdet_key_to_hf_key, zoo_config
-    from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation
-    from parity import build_processor
-    from synthetic_weights import config_name_of
+    from parity import build_model, build_processor
 
-    config = zoo_config(config_name_of(VARIANT), numerics=numerics, fuse_batch_norms=fuse)
-    model = MaskRCNNForInstanceSegmentation(config).eval()
-    model.load_state_dict({mmdet_key_to_hf_key(key): value for key, value in benchmark_state_dict().items()},
-                          strict=True)
-    model = model.to(device=device, dtype=dtype)
+    model = build_model(VARIANT, numerics, dtype, fuse, mmdet_state_dict=benchmark_state_dict()).to(device)
     return model, build_processor(model)
 
 

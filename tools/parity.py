@@ -40,11 +40,13 @@ from synthetic_weights import config_name_of, make_synthetic_state_dict  # noqa:
 
 
 def build_model(variant: str, numerics: str = "exact", dtype: torch.dtype = torch.float32,
-                fuse_batch_norms: bool = False):
-    """Our model with the synthetic weights of a golden variant (converted MMDetection key names)."""
+                fuse_batch_norms: bool = False, mmdet_state_dict: Optional[Dict[str, torch.Tensor]] = None):
+    """Our model with the synthetic weights of a golden variant, or `mmdet_state_dict` (MMDetection key names)."""
     config = zoo_config(config_name_of(variant), numerics=numerics, fuse_batch_norms=fuse_batch_norms)
     model = MaskRCNNForInstanceSegmentation(config).eval()
-    state_dict = {mmdet_key_to_hf_key(key): value for key, value in make_synthetic_state_dict(variant).items()}
+    if mmdet_state_dict is None:
+        mmdet_state_dict = make_synthetic_state_dict(variant)
+    state_dict = {mmdet_key_to_hf_key(key): value for key, value in mmdet_state_dict.items()}
     model.load_state_dict(state_dict, strict=True)
     return model.to(dtype)
 
@@ -192,11 +194,8 @@ NOISE_FLOOR_FIELDS = ("max_box_error", "max_score_error", "median_mask_iou", "mi
                       "mmdet_detections", "our_detections")
 
 
-def measure_noise_floor(variant: str, image_stem: str, model=None, processor=None) -> Dict[str, float]:
-    """Agreement with MMDetection of the exact path run with PyTorch's native (non-oneDNN) CPU convolutions."""
-    if model is None:
-        model = build_model(variant, "exact")
-        processor = build_processor(model)
+def measure_noise_floor(model, processor, variant: str, image_stem: str) -> Dict[str, float]:
+    """Agreement with MMDetection of an exact-mode `model` run with PyTorch's native (non-oneDNN) CPU convolutions."""
     with torch.backends.mkldnn.flags(enabled=False):
         stats = compare_final(run_case(model, processor, variant, image_stem, end_to_end=True))
     return {field: stats[field] for field in NOISE_FLOOR_FIELDS}
@@ -231,7 +230,7 @@ def noise_floor_main(variant: Optional[str], write: bool) -> None:
         model = build_model(name, "exact")
         processor = build_processor(model)
         for _, stem in golden_cases(name):
-            stats = measure_noise_floor(name, stem, model, processor)
+            stats = measure_noise_floor(model, processor, name, stem)
             cases.setdefault(name, {})[stem] = stats
             print(f"{name:34} {stem:18} {stats['our_detections']:>7}/{stats['mmdet_detections']}/{stats['matched']:<8} "
                   f"{stats['max_box_error']:9.2e} {stats['max_score_error']:9.2e} "
