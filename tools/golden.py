@@ -5,6 +5,7 @@
 
     for variant, stem in golden_cases():
         golden = load_golden(variant, stem)            # boxes, scores, labels, masks (bool N,H,W), rpn_*, ...
+        # other machines' MMDetection outputs of the same case, where they differ: golden_recordings(variant, stem)
         pixel_values, meta = pixel_values_from_preprocessed(stem, golden["normalization"])
         assert inputs_sha256(pixel_values) == meta["sha256"]   # exactly MMDetection's model input
         state_dict = load_synthetic_state_dict(variant)        # MMDetection key names
@@ -74,21 +75,39 @@ def unpack_masks(packed: np.ndarray, shape) -> np.ndarray:
     return np.unpackbits(packed, axis=-1, count=w).astype(bool).reshape(n, h, w)
 
 
-def load_golden(variant: str, image_stem: str) -> Dict[str, object]:
+def golden_recordings(variant: str, image_stem: str) -> List[str]:
+    """Names of MMDetection's recorded outputs of one case: "primary" first, then the alternates.
+
+    MMDetection's float32 results depend on the CPU kernels PyTorch picks on a machine (even with the instruction set
+    pinned to AVX2, see tools/reference_kernels.py, oneDNN can choose another blocking, and so another summation
+    order, for some convolutions). When `tools/make_golden.py --alternates` ran MMDetection on another machine and
+    got other bits for a case, that output is stored beside the primary one as `<stem>@<name>.npz`, and the
+    manifest describes the machine it came from (`cases[stem]["alternates"][name]`).
+    """
+    case = load_manifest()["variants"][variant].get("cases", {}).get(image_stem, {})
+    alternates = sorted(name for name in case.get("alternates", {})
+                        if os.path.exists(os.path.join(GOLDEN_DIR, variant, f"{image_stem}@{name}.npz")))
+    return ["primary"] + alternates
+
+
+def load_golden(variant: str, image_stem: str, recording: str = "primary") -> Dict[str, object]:
     """All arrays of one golden case, masks unpacked to bool (N, H, W).
 
     Keys: boxes (N,4) f32 original frame, scores (N,) f32, labels (N,) i64, masks (N,H,W) bool,
     rpn_boxes (P,4) f32 / rpn_scores (P,) f32 (resized frame, P <= 1000, MMDetection's order),
     det_boxes_resized (N,4) f32 / det_scores_resized / det_labels_resized (before rescale; same order as boxes),
     mask_probs (N,28,28) f32 (sigmoid of the predicted class' mask logits), ori_shape, img_shape, scale_factor
-    (f64, (w_scale, h_scale)), batch_input_shape, plus "variant", "image_stem", "normalization", "stats".
+    (f64, (w_scale, h_scale)), batch_input_shape, plus "variant", "image_stem", "recording", "normalization",
+    "stats". `recording` is one of `golden_recordings(variant, image_stem)`.
     """
-    path = os.path.join(GOLDEN_DIR, variant, image_stem + ".npz")
+    file_name = image_stem + ".npz" if recording == "primary" else f"{image_stem}@{recording}.npz"
+    path = os.path.join(GOLDEN_DIR, variant, file_name)
     with np.load(path) as data:
         golden: Dict[str, object] = {name: data[name] for name in data.files}
     golden["masks"] = unpack_masks(golden.pop("masks_packed"), golden["masks_shape"])
     golden["variant"] = variant
     golden["image_stem"] = image_stem
+    golden["recording"] = recording
     manifest = load_manifest()
     entry = manifest["variants"][variant]
     golden["normalization"] = entry["normalization"]

@@ -13,6 +13,8 @@ numpy and OpenCV with the test environment). Options:
     --variants V [V ...]     only these synthetic variants (names in tools/synthetic_weights.VARIANTS)
     --images-only S [S ...]  only these image stems
     --no-golden              stop after images/calibration/preprocessed inputs
+    --alternates             keep the stored goldens; where MMDetection gives other bits on this machine, store
+                             them as golden/<variant>/<stem>@<machine>.npz (tests accept either recording)
 
 What it writes (format in tests/fixtures/README.md):
 
@@ -46,6 +48,10 @@ import numpy as np
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+
+from tools.reference_kernels import active_kernels, pin_reference_kernels  # noqa: E402
+
+pin_reference_kernels()  # before torch loads: the goldens are made with the kernels the tests check them with
 
 from tools import synthetic_weights as sw  # noqa: E402
 
@@ -710,8 +716,14 @@ def roi_levels(boxes: np.ndarray) -> np.ndarray:
     return torch.floor(torch.log2(scale / 56 + 1e-6)).clamp(min=0, max=3).long().numpy()
 
 
-def run_golden(variant: str, workdir: str, files: List[str], preprocessed: Dict[str, dict]) -> Dict[str, dict]:
-    import torch
+def run_golden(variant: str, workdir: str, files: List[str], preprocessed: Dict[str, dict],
+               alternate: Optional[str] = None) -> Dict[str, dict]:
+    """Run MMDetection on each file and store its outputs; per-case statistics for the manifest.
+
+    With `alternate` (a machine's name, `machine_name()`), the primary goldens are left as they are: a case whose
+    outputs equal the stored primary ones bit for bit is only reported, one that differs is stored as
+    `<stem>@<alternate>.npz` and its statistics are returned for the manifest's `alternates` entry.
+    """
     from mmdet.apis import inference_detector
 
     out_dir = os.path.join(GOLDEN_DIR, variant)
@@ -755,7 +767,16 @@ def run_golden(variant: str, workdir: str, files: List[str], preprocessed: Dict[
             "scale_factor": np.array(meta["scale_factor"], np.float64),
             "batch_input_shape": np.array(meta["batch_input_shape"], np.int64),
         }
-        np.savez_compressed(os.path.join(out_dir, stem + ".npz"), **arrays)
+        if alternate is not None:
+            differing = differing_arrays(os.path.join(out_dir, stem + ".npz"), arrays)
+            if not differing:
+                print(f"  {variant}/{stem}: bit-identical to the stored golden", flush=True)
+                continue
+            print(f"  {variant}/{stem}: differs from the stored golden in {', '.join(differing)}: stored as "
+                  f"{stem}@{alternate}.npz", flush=True)
+            np.savez_compressed(os.path.join(out_dir, f"{stem}@{alternate}.npz"), **arrays)
+        else:
+            np.savez_compressed(os.path.join(out_dir, stem + ".npz"), **arrays)
         n = len(scores)
         probs = arrays["mask_probs"]
         straddle = float(np.mean([(p >= 0.5).any() and (p < 0.5).any() for p in probs])) if n else 0.0
@@ -787,6 +808,37 @@ def run_golden(variant: str, workdir: str, files: List[str], preprocessed: Dict[
     return stats
 
 
+def differing_arrays(stored_path: str, arrays: Dict[str, np.ndarray]) -> List[str]:
+    """Names of the arrays that differ (shape, dtype or any bit) from those stored in `stored_path`."""
+    with np.load(stored_path) as stored:
+        return [name for name, array in arrays.items()
+                if name not in stored.files or stored[name].dtype != array.dtype
+                or stored[name].shape != array.shape or stored[name].tobytes() != array.tobytes()]
+
+
+def machine_description() -> dict:
+    """What decides MMDetection's float32 bits on this machine: CPU, its widest vector unit, torch and its kernels."""
+    import torch
+
+    with open("/proc/cpuinfo") as handle:
+        cpuinfo = handle.read()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+                 platform.processor() or platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    widest = next((isa for isa in ("avx512f", "avx2", "avx") if isa in flags), "baseline")
+    onednn = next((line.strip(" -") for line in torch.__config__.show().splitlines()
+                   if "oneDNN" in line or "MKL-DNN" in line), "unknown")
+    return {"cpu": model, "widest_vector_isa": widest, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
+            "onednn": onednn, "kernels": active_kernels(), "recorded": time.strftime("%Y-%m-%d")}
+
+
+def machine_name(description: dict) -> str:
+    """A short file-name-safe name of a machine description: widest ISA + 8 hex digits of its sha256."""
+    stable = {key: value for key, value in description.items() if key != "recorded"}
+    digest = hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{description['widest_vector_isa']}-{digest}"
+
+
 def versions() -> dict:
     import cv2
     import mmcv
@@ -797,7 +849,8 @@ def versions() -> dict:
 
     return {"mmdet": mmdet.__version__, "mmcv": mmcv.__version__, "mmengine": mmengine.__version__,
             "torch": torch.__version__, "numpy": np.__version__, "cv2": cv2.__version__, "pillow": PIL.__version__,
-            "python": platform.python_version(), "torch_num_threads": torch.get_num_threads()}
+            "python": platform.python_version(), "torch_num_threads": torch.get_num_threads(),
+            "cpu_kernels": active_kernels()}
 
 
 README = os.path.join(FIXTURES, "README.md")
@@ -836,6 +889,31 @@ def load_manifest() -> dict:
     return {}
 
 
+def record_alternates(manifest: dict, variants: List[str], files: List[str]) -> None:
+    """Run MMDetection on this machine and store its outputs beside the primary goldens where they differ."""
+    description = machine_description()
+    name = machine_name(description)
+    print(f"[alternates] this machine: {name} {json.dumps(description)}", flush=True)
+    preprocessed = {}
+    for file_name in files:
+        with open(os.path.join(PREPROCESSED_DIR, stem_of(file_name) + ".json")) as handle:
+            preprocessed[stem_of(file_name)] = json.load(handle)
+    with tempfile.TemporaryDirectory() as workdir:
+        for variant in variants:
+            entry = manifest["variants"][variant]
+            if entry["state_dict_sha256"] != sw.state_dict_sha256(sw.make_synthetic_state_dict(variant)):
+                raise RuntimeError(f"{variant}: the synthetic weights no longer match the manifest; regenerate the "
+                                   "primary goldens first")
+            wanted = VARIANT_IMAGES.get(variant)
+            variant_files = [f for f in files if (wanted is None or stem_of(f) in wanted)
+                             and stem_of(f) in entry.get("cases", {})]
+            print(f"[alternates] {variant}", flush=True)
+            for stem, stats in run_golden(variant, workdir, variant_files, preprocessed, alternate=name).items():
+                entry["cases"][stem].setdefault("alternates", {})[name] = {"machine": description, "stats": stats}
+    with open(MANIFEST, "w") as handle:
+        json.dump(manifest, handle, indent=1, sort_keys=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", action="store_true", help="redraw the fixture images")
@@ -843,9 +921,16 @@ def main(argv=None) -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANT_IMAGES))
     parser.add_argument("--images-only", nargs="+", default=None, metavar="STEM")
     parser.add_argument("--no-golden", action="store_true")
+    parser.add_argument("--alternates", action="store_true",
+                        help="keep the stored goldens; store this machine's outputs where they differ (see "
+                             "tools/golden.py golden_recordings)")
     args = parser.parse_args(argv)
 
     manifest = load_manifest()
+    if args.alternates:
+        files = [f for f in image_files() if args.images_only is None or stem_of(f) in args.images_only]
+        record_alternates(manifest, args.variants, files)
+        return
     if args.images or not os.path.isdir(IMAGES_DIR):
         manifest["images_described"] = make_images()
     files = image_files()

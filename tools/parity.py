@@ -21,19 +21,26 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional
 
 import numpy as np
-import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for path in (REPO_ROOT, os.path.join(REPO_ROOT, "tools")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+if __name__ == "__main__":  # as a script, compare on the goldens' CPU kernels (tests pin them in conftest.py)
+    from reference_kernels import pin_reference_kernels
+
+    pin_reference_kernels()
+
+import torch  # noqa: E402
+
 from convert_mmdet_checkpoint import mmdet_key_to_hf_key, zoo_config  # noqa: E402
-from golden import golden_cases, image_path, inputs_sha256, load_golden, pixel_values_from_preprocessed  # noqa: E402
+from golden import (golden_cases, golden_recordings, image_path, inputs_sha256, load_golden,  # noqa: E402
+                    pixel_values_from_preprocessed)
 from image_processing_mask_rcnn import MaskRCNNImageProcessor  # noqa: E402
 from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation  # noqa: E402
 from synthetic_weights import config_name_of, make_synthetic_state_dict  # noqa: E402
@@ -60,7 +67,7 @@ def build_processor(model: MaskRCNNForInstanceSegmentation) -> MaskRCNNImageProc
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class CaseResult:
     """Outputs of our model on one golden case, and the stored MMDetection outputs."""
 
@@ -189,6 +196,25 @@ def compare_stages(result: CaseResult) -> Dict[str, object]:
     return report
 
 
+def bit_identical_recording(result: CaseResult) -> tuple:
+    """The recording of MMDetection's outputs (`golden_recordings`) that `result` equals bit for bit, every stage
+    and the final detections, or None; and the per-recording comparison `{recording: (stages, final stats)}`.
+
+    Each recording is MMDetection's own output on one machine's CPU kernels, so matching any of them bit for bit is
+    matching MMDetection; which one a machine reproduces depends on the kernels oneDNN picks there.
+    """
+    variant, stem = result.golden["variant"], result.golden["image_stem"]
+    comparisons = {}
+    for recording in golden_recordings(variant, stem):
+        candidate = result if recording == result.golden["recording"] else replace(
+            result, golden=load_golden(variant, stem, recording))
+        stages, final = compare_stages(candidate), compare_final(candidate)
+        comparisons[recording] = (stages, final)
+        if all(error == 0.0 for error in stages.values()) and final["bit_identical"]:
+            return recording, comparisons
+    return None, comparisons
+
+
 NOISE_FLOOR_PATH = os.path.join(REPO_ROOT, "tests", "fixtures", "golden", "noise_floor.json")
 NOISE_FLOOR_FIELDS = ("max_box_error", "max_score_error", "median_mask_iou", "min_mask_iou", "matched",
                       "mmdet_detections", "our_detections")
@@ -265,9 +291,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         return
     dtype = getattr(torch, args.dtype)
     modes = ["exact", "fast"] if args.numerics == "both" else [args.numerics]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dtype {args.dtype}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dtype {args.dtype}; errors against the "
+          "primary recording; bit-identical: the recording matched bit for bit, if any")
     header = (f"{'numerics':10} {'variant':34} {'image':16} {'e2e':4} {'dets':>9} {'box err':>9} {'score err':>9} "
-              f"{'mask IoU med/min':>17} {'bit-identical':>13}")
+              f"{'mask IoU med/min':>17} {'bit-identical':>18}")
     print(header)
     variants = sorted({variant for variant, _ in golden_cases(args.variant)})
     for mode in modes:
@@ -279,12 +306,13 @@ def main(argv: Optional[List[str]] = None) -> None:
                 for end_to_end in (False, True):
                     result = run_case(model, processor, variant, stem, end_to_end)
                     stats = compare_final(result)
+                    identical_to = bit_identical_recording(result)[0] or "no"
                     label = mode + ("+fused" if fuse else "")
                     print(f"{label:10} {variant:34} {stem:16} {'yes' if end_to_end else 'no':4} "
                           f"{stats['matched']:>3}/{stats['mmdet_detections']:<3}/{stats['our_detections']:<3} "
                           f"{stats['max_box_error']:9.2e} {stats['max_score_error']:9.2e} "
                           f"{stats['median_mask_iou']:8.5f}/{stats['min_mask_iou']:.5f} "
-                          f"{str(stats['bit_identical']):>13}", flush=True)
+                          f"{identical_to:>18}", flush=True)
 
 
 if __name__ == "__main__":
