@@ -51,7 +51,8 @@ if REPO_ROOT not in sys.path:
 
 from tools.reference_kernels import active_kernels, pin_reference_kernels  # noqa: E402
 
-pin_reference_kernels()  # before torch loads: the goldens are made with the kernels the tests check them with
+if __name__ == "__main__":  # before torch loads: the goldens are made with the kernels the tests check them with
+    pin_reference_kernels()
 
 from tools import synthetic_weights as sw  # noqa: E402
 
