@@ -16,6 +16,7 @@ from modeling_mask_rcnn import (
     make_grid_anchors,
     map_rois_to_levels,
     non_maximum_suppression,
+    roi_align_levels,
 )
 
 
@@ -278,3 +279,20 @@ def test_fused_batch_norms_change_rounding_only(detecting_model):
         fused = detecting_model.backbone(pixel_values, fold_batch_norms=True)
     for plain, folded in zip(unfused, fused):
         torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-4 * float(plain.abs().max()))
+
+
+# ----------------------------------------------------------------------------------------------------- RoIAlign input
+def test_roi_align_levels_keep_float32_nchw_levels_and_convert_the_others_exactly():
+    generator = torch.Generator().manual_seed(0)
+    # 19 rows: not a multiple of the copy's row block, so the last block is a partial one
+    nchw = [torch.randn(2, 8, 19, 7, generator=generator), torch.randn(2, 8, 10, 4, generator=generator)]
+    extra_level = torch.randn(2, 8, 5, 2, generator=generator)
+    same = roi_align_levels(nchw + [extra_level], num_levels=2)
+    assert len(same) == 2 and all(ours is theirs for ours, theirs in zip(same, nchw))  # no copy at all
+
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        levels = [level.to(dtype).contiguous(memory_format=torch.channels_last) for level in nchw]
+        converted = roi_align_levels(levels, num_levels=2)
+        for ours, level in zip(converted, levels):
+            assert ours.dtype == torch.float32 and ours.is_contiguous()
+            assert torch.equal(ours, level.float()), dtype
