@@ -978,6 +978,8 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         proposal_boxes, proposal_scores = self.propose(pyramid, sizes)
         # 3. box head + class-wise NMS -> detections in the resized frame (RoIAlign reads float32 NCHW levels)
         roi_levels = roi_align_levels(pyramid, len(self.config.roi_featmap_strides))
+        hidden_states = tuple(pyramid) if output_hidden_states else None
+        del pyramid  # where roi_levels are copies (fused, bf16/fp16), the originals are no longer needed
         boxes, scores, labels = self.detect(roi_levels, proposal_boxes, sizes)
         # 4. mask head on the detections
         mask_probs = self.segment(roi_levels, boxes, labels, channels_last=fuse)
@@ -993,6 +995,6 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
             image_sizes=image_sizes,
             original_sizes=original_sizes,
             scale_factors=scale_factors,
-            hidden_states=tuple(pyramid) if output_hidden_states else None,
+            hidden_states=hidden_states,
         )
         return output if return_dict else output.to_tuple()

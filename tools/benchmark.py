@@ -423,6 +423,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--peers", default="torchvision,mmdet", help="comma-separated: torchvision, mmdet")
     parser.add_argument("--bf16", action="store_true", help="include bfloat16 even without native CPU support")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-contender memory subprocesses")
+    parser.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per memory reading")
     parser.add_argument("--paste-memory", action="store_true", help="also check mask-pasting memory at 4000x3000")
     parser.add_argument("--accelerator", default="cuda" if torch.cuda.is_available() else "none",
                         help="device for the throughput table (default: cuda when present, else none; 'cpu' runs "
@@ -448,7 +449,6 @@ def main(argv: Optional[List[str]] = None) -> None:
           f", {args.threads} threads; image {os.path.basename(args.image)} {image.size[0]}x{image.size[1]}; "
           f"median of {args.runs} interleaved runs after {args.warmup} warm-up")
     table = latency_table(contenders, image, args.runs, args.warmup)
-    reference = table[contenders[0].name]["total"]
     peers = {name: row["total"] for name, row in table.items() if not name.startswith("ours")}
     header = f"{'contender':36} {'preproc s':>9} {'model s':>8} {'postproc s':>10} {'total s':>8} {'dets':>5}"
     header += "".join(f" {'/ ' + name.split()[0]:>13}" for name in peers)
@@ -459,16 +459,21 @@ def main(argv: Optional[List[str]] = None) -> None:
         if name.startswith("ours"):  # ratio of this row's total to each peer's: < 1 means faster
             line += "".join(f" {row['total'] / total:13.2f}" for total in peers.values())
         print(line)
-    for contender in contenders[1:]:
-        if contender.name.startswith("ours"):
-            print(f"{contender.name} / {contenders[0].name}: {table[contender.name]['total'] / reference:.2f}")
+    ours = [contender.name for contender in contenders if contender.name.startswith("ours")]
+    float32_rows = [name for name in ours if name.endswith("float32)")]
+    for name in ours[1:]:  # each of our rows against each of our float32 rows before it
+        for baseline in float32_rows:
+            if baseline != name and ours.index(baseline) < ours.index(name):
+                print(f"{name} / {baseline}: {table[name]['total'] / table[baseline]['total']:.2f}")
     if not args.no_memory:
-        print("\npeak memory growth of one end-to-end inference (fresh process, model loaded):")
+        print(f"\npeak memory growth of one end-to-end inference (fresh process each, model loaded): median of "
+              f"{args.memory_repeats} processes (min-max); the allocator makes single readings vary by ~15%")
         probes = ["ours-fast", "ours-fused"] + (["ours-bf16"] if include_bf16 else [])
         probes += [name for name, cls in (("torchvision", TorchvisionModel), ("mmdet", MMDetectionModel))
                    if any(isinstance(c, cls) for c in contenders)]
         for probe in probes:
-            print(f"  {probe:12} {memory_probe(probe, args.image) / 2**20:8.0f} MiB")
+            readings = [memory_probe(probe, args.image) / 2**20 for _ in range(args.memory_repeats)]
+            print(f"  {probe:12} {statistics.median(readings):8.0f} MiB ({min(readings):.0f}-{max(readings):.0f})")
     if args.paste_memory:
         paste_memory_check()
     if args.accelerator != "none":
