@@ -88,6 +88,13 @@ def check_pixel_count(height: int, width: int, max_pixels: Optional[int], name: 
 # --------------------------------------------------------------------------------------------------------------
 # Decoding to 8-bit RGB
 # --------------------------------------------------------------------------------------------------------------
+def unreadable_image_reason(size_in_bytes: int) -> str:
+    """Why PIL could not identify a file of this size: it is empty, or it is not in an image format PIL reads."""
+    if size_in_bytes == 0:
+        return "the file is empty (0 bytes)."
+    return "it is not an image file (PIL cannot identify its format)."
+
+
 def load_image(source: Union[str, os.PathLike, bytes, Image.Image],
                max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """Opens a file path, encoded bytes or PIL image and applies its EXIF orientation; the PIL mode is kept.
@@ -119,8 +126,8 @@ def load_image(source: Union[str, os.PathLike, bytes, Image.Image],
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(f"Could not read image {name}: {error} (PIL.Image.MAX_IMAGE_PIXELS)") from error
     except Image.UnidentifiedImageError as error:
-        raise OSError(f"Could not read image {name}: it is empty or not an image file (PIL cannot identify its "
-                      f"format).") from error
+        size = len(source) if isinstance(source, (bytes, bytearray)) else os.path.getsize(stream)
+        raise OSError(f"Could not read image {name}: {unreadable_image_reason(size)}") from error
     except _DECODE_ERRORS as error:
         raise OSError(f"Could not read image {name}: {error}") from error
     check_pixel_count(image.height, image.width, max_pixels, f"image {name}")

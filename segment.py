@@ -455,6 +455,10 @@ def read_image_size(path: str) -> Tuple[int, int]:
         with Image.open(path) as image:
             width, height = image.size
             orientation = image.getexif().get(0x0112, 1)
+    except Image.UnidentifiedImageError as error:
+        from image_processing_mask_rcnn import unreadable_image_reason
+
+        raise OSError(f"Could not read image {path!r}: {unreadable_image_reason(os.path.getsize(path))}") from error
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise OSError(f"Could not read image {path!r}: {error}") from error
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)

@@ -187,7 +187,7 @@ def test_ray_reports_broken_files_by_name_and_keeps_good_results(ray_run, input_
     for file_name, failure in failures.items():
         assert failure["path"] == str(input_dir / file_name)
         assert Path(failure["path"]).name in failure["error"]
-    assert "cannot identify image file" in failures["broken.jpg"]["error"]
+    assert "not an image file" in failures["broken.jpg"]["error"]
     assert "truncated" in failures["sub/trunc.png"]["error"]
     images = read_output(ray_run.folder).images["images"]
     assert [image["file_name"] for image in images] == GOOD_IMAGES
