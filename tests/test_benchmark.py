@@ -1,9 +1,9 @@
 """tools/benchmark.py runs from a checkout and prints its comparison table (speed itself is not tested here).
 
-One quick pass: ours (default, fused, and bf16 where the CPU has it) against torchvision with the same synthetic weights, one run, no warm-up,
-no memory subprocesses. MMDetection is left out (it is not installed in CI); the table must still carry a ratio
-column against torchvision for each of our rows, and every contender must find the same 100 detections that make
-the mask branch do real work.
+One quick pass: ours (default, fused, and bf16 where the CPU has it) against torchvision with the same synthetic
+weights, one run, no warm-up, no memory subprocesses. MMDetection is left out (it is not installed in CI); the table
+must still carry a ratio column against torchvision for each of our rows, and every contender must find the same
+100 detections that make the mask branch do real work.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import benchmark
 
 
 @pytest.fixture(scope="module")
-def benchmark_output(tmp_path_factory):
+def benchmark_output():
     import io
     from contextlib import redirect_stdout
 

@@ -127,7 +127,7 @@ def test_recordings_list_the_primary_first_and_only_alternates_that_exist():
         recordings = G.golden_recordings(variant, stem)
         assert recordings[0] == "primary" and len(set(recordings)) == len(recordings)
     # at least the X101 wide case was recorded on a second machine whose oneDNN sums its grouped convolutions
-    # in another order (tests/fixtures/README.md, "Recordings from other machines")
+    # in another order (tests/fixtures/README.md, "CPU kernels, and recordings from other machines")
     assert ALTERNATE_CASES, "no alternate recording is stored"
 
 
