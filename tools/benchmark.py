@@ -460,10 +460,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             line += "".join(f" {row['total'] / total:13.2f}" for total in peers.values())
         print(line)
     ours = [contender.name for contender in contenders if contender.name.startswith("ours")]
-    float32_rows = [name for name in ours if name.endswith("float32)")]
-    for name in ours[1:]:  # each of our rows against each of our float32 rows before it
-        for baseline in float32_rows:
-            if baseline != name and ours.index(baseline) < ours.index(name):
+    for index, name in enumerate(ours):  # each of our rows against each of our float32 rows before it
+        for baseline in ours[:index]:
+            if baseline.endswith("float32)"):
                 print(f"{name} / {baseline}: {table[name]['total'] / table[baseline]['total']:.2f}")
     if not args.no_memory:
         print(f"\npeak memory growth of one end-to-end inference (fresh process each, model loaded): median of "

@@ -22,7 +22,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -196,7 +196,7 @@ def compare_stages(result: CaseResult) -> Dict[str, object]:
     return report
 
 
-def bit_identical_recording(result: CaseResult) -> tuple:
+def bit_identical_recording(result: CaseResult) -> Tuple[Optional[str], Dict[str, tuple]]:
     """The recording of MMDetection's outputs (`golden_recordings`) that `result` equals bit for bit, every stage
     and the final detections, or None; and the per-recording comparison `{recording: (stages, final stats)}`.
 
@@ -305,8 +305,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             for _, stem in golden_cases(variant):
                 for end_to_end in (False, True):
                     result = run_case(model, processor, variant, stem, end_to_end)
-                    stats = compare_final(result)
-                    identical_to = bit_identical_recording(result)[0] or "no"
+                    identical_to, comparisons = bit_identical_recording(result)
+                    stats = comparisons["primary"][1]  # the primary recording is always compared first
+                    identical_to = identical_to or "no"
                     label = mode + ("+fused" if fuse else "")
                     print(f"{label:10} {variant:34} {stem:16} {'yes' if end_to_end else 'no':4} "
                           f"{stats['matched']:>3}/{stats['mmdet_detections']:<3}/{stats['our_detections']:<3} "
