@@ -766,10 +766,10 @@ CUSTOM_PIPELINES: Dict[str, Dict[str, Any]] = {
 IMAGE_PROCESSOR_AUTO_MAP: Dict[str, str] = {"AutoImageProcessor": "image_processing_mask_rcnn.MaskRCNNImageProcessor"}
 IMAGE_PROCESSOR_FIELDS = ("image_mean", "image_std", "input_channel_order", "resize_scale", "size_divisor")
 # Code files shipped next to the weights when present at the repository root (copied, never imported here).
-CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "image_processing_mask_rcnn.py", "pipeline.py",
-              "convert_mmdet_checkpoint.py", "handler.py", "segment.py")
+CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "image_processing_mask_rcnn.py",
+              "inference_mask_rcnn.py", "pipeline.py", "convert_mmdet_checkpoint.py", "handler.py", "segment.py")
 _REQUIRED_CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "image_processing_mask_rcnn.py",
-                        "pipeline.py")
+                        "inference_mask_rcnn.py", "pipeline.py")
 REPO_ROOT = Path(__file__).resolve().parent
 
 

@@ -522,41 +522,111 @@ def paste_masks(mask_probs: torch.Tensor, boxes: torch.Tensor, canvas_height: in
     return masks
 
 
+# --------------------------------------------------------------------------------------------------------------
+# COCO run-length encoding (pycocotools): the one RLE implementation of the project
+# --------------------------------------------------------------------------------------------------------------
+PYCOCOTOOLS_INSTALL_HINT = ("COCO RLE masks need pycocotools, which is not installed: pip install pycocotools "
+                            "(or ask for binary masks / PNG masks instead).")
+
+
+def _coco_mask_module() -> Any:
+    """`pycocotools.mask`, or an ImportError whose message says how to install it."""
+    try:
+        from pycocotools import mask as coco_mask
+    except ImportError as error:
+        raise ImportError(PYCOCOTOOLS_INSTALL_HINT) from error
+    return coco_mask
+
+
+def _rle_as_json(rle: Mapping[str, Any]) -> dict[str, Any]:
+    """pycocotools' RLE (bytes counts, numpy sizes) -> `{"size": [H, W], "counts": str}` of plain Python types."""
+    return {"size": [int(value) for value in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def _mask_array(mask: Any) -> np.ndarray:
+    """A mask as a numpy array: tensors are moved to the CPU, PIL images read as their pixel values."""
+    if isinstance(mask, torch.Tensor):
+        return mask.detach().cpu().numpy()
+    return np.asarray(mask)
+
+
+def encode_masks_rle(masks: Any) -> list[dict[str, Any]]:
+    """Binary masks (N, H, W) -> N COCO compressed RLEs `{"size": [H, W], "counts": str}`, in one pycocotools call.
+
+    Args:
+        masks: (N, H, W) bool or integer numpy array or tensor; every non-zero pixel is "in".
+    Raises:
+        ImportError: pycocotools is not installed (the message says how to install it).
+        ValueError: `masks` is not 3-dimensional.
+    """
+    array = _mask_array(masks)
+    if array.ndim != 3:
+        raise ValueError(f"masks must have shape (N, H, W), got {array.shape}; use encode_mask_rle for one mask.")
+    coco_mask = _coco_mask_module()
+    if array.shape[0] == 0:
+        return []
+    binary = array if array.dtype == np.bool_ else array != 0
+    # (N, H, W) C-order transposed to (H, W, N) is Fortran order per mask: pycocotools' layout, no copy.
+    encoded = coco_mask.encode(np.asfortranarray(binary.view(np.uint8).transpose(1, 2, 0)))
+    return [_rle_as_json(rle) for rle in encoded]
+
+
+def encode_mask_rle(mask: Any) -> dict[str, Any]:
+    """One binary mask (H, W) (numpy array, tensor or PIL image; non-zero is "in") -> `{"size": [H, W],
+    "counts": str}`. Raises ImportError without pycocotools and ValueError for another shape."""
+    array = _mask_array(mask)
+    if array.ndim != 2:
+        raise ValueError(f"mask must have shape (H, W), got {array.shape}; use encode_masks_rle for a stack.")
+    return encode_masks_rle(array[None])[0]
+
+
+def decode_mask_rle(rle: Mapping[str, Any]) -> np.ndarray:
+    """COCO compressed RLE `{"size": [H, W], "counts": str or bytes}` -> (H, W) bool mask (needs pycocotools)."""
+    coco_mask = _coco_mask_module()
+    counts = rle["counts"]
+    encoded = {"size": [int(value) for value in rle["size"]],
+               "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return coco_mask.decode(encoded).astype(bool)
+
+
+def _band_run_lengths(window_band: np.ndarray, first_column: int, canvas_height: int, canvas_width: int) -> list[int]:
+    """Uncompressed COCO run lengths (zeros first, column-major) of a canvas that is empty outside a band of whole
+    columns starting at `first_column`; `window_band` is that (canvas_height, band_width) bool band."""
+    flat = window_band.ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate(([0], changes, [flat.size]))).tolist()
+    if flat[0]:  # RLE counts start with a run of zeros
+        runs.insert(0, 0)
+    runs[0] += first_column * canvas_height  # whole zero columns left of the band
+    trailing_zeros = (canvas_width - first_column - window_band.shape[1]) * canvas_height
+    if len(runs) % 2:  # the band ends with zeros: extend that run
+        runs[-1] += trailing_zeros
+    elif trailing_zeros:
+        runs.append(trailing_zeros)
+    return runs
+
+
 def encode_pasted_masks_rle(mask_probs: torch.Tensor, boxes: torch.Tensor, canvas_height: int, canvas_width: int,
                             mask_threshold: float = 0.5) -> list[dict[str, Any]]:
     """The masks `paste_masks` would return, as COCO compressed RLE `{"size": [h, w], "counts": str}` each.
 
     Never builds the (num_detections, canvas_height, canvas_width) array: each mask's runs are read from its box's
     column band (canvas_height x window width) in column-major order, the zero runs left and right of the band are
-    added arithmetically, and pycocotools compresses the counts. Needs pycocotools.
+    added arithmetically, and pycocotools compresses the counts. Raises ImportError without pycocotools.
     """
-    try:
-        from pycocotools import mask as coco_mask
-    except ImportError as error:
-        raise ImportError("RLE masks need pycocotools: pip install pycocotools") from error
+    coco_mask = _coco_mask_module()
     canvas_pixels = canvas_height * canvas_width
     counts_per_mask: list[list[int]] = [[canvas_pixels] for _ in range(boxes.shape[0])]  # empty: all zeros
     for index, rows, columns, window in iter_pasted_masks(mask_probs, boxes, canvas_height, canvas_width,
                                                           mask_threshold):
         band = np.zeros((canvas_height, columns.stop - columns.start), dtype=bool)
         band[rows] = window.cpu().numpy()
-        flat = band.ravel(order="F")
-        changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-        runs = np.diff(np.concatenate(([0], changes, [flat.size]))).tolist()
-        if flat[0]:  # RLE counts start with a run of zeros
-            runs.insert(0, 0)
-        runs[0] += columns.start * canvas_height  # whole zero columns left of the band
-        trailing_zeros = (canvas_width - columns.stop) * canvas_height
-        if len(runs) % 2:  # the band ends with zeros: extend that run
-            runs[-1] += trailing_zeros
-        elif trailing_zeros:
-            runs.append(trailing_zeros)
-        counts_per_mask[index] = runs
+        counts_per_mask[index] = _band_run_lengths(band, columns.start, canvas_height, canvas_width)
     if not counts_per_mask:
         return []
     encoded = coco_mask.frPyObjects([{"size": [canvas_height, canvas_width], "counts": counts}
                                      for counts in counts_per_mask], canvas_height, canvas_width)
-    return [{"size": [canvas_height, canvas_width], "counts": rle["counts"].decode("ascii")} for rle in encoded]
+    return [_rle_as_json(rle) for rle in encoded]
 
 
 def rescale_boxes(boxes: torch.Tensor, width_scale: float, height_scale: float) -> torch.Tensor:
@@ -778,22 +848,53 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             pixels = (pixels - mean) / std
         return pixels
 
+    def pad(self, pixel_values: Sequence[torch.Tensor], size_divisor: Optional[int] = None,
+            pad_value: Optional[float] = None) -> torch.Tensor:
+        """Stacks normalised images into one batch, padding right/bottom like MMDetection's `DetDataPreprocessor`.
+
+        Args:
+            pixel_values: per image a (3, H_i, W_i) tensor, or a (1, 3, H_i, W_i) single-image batch (e.g. the
+                `pixel_values` of one `preprocess` call).
+            size_divisor: padded height and width are multiples of this (default: the processor's `size_divisor`).
+            pad_value: the padding value in normalised space (default: the processor's `pad_value`).
+
+        Returns:
+            (batch_size, 3, H, W) float32, H and W the largest height and width rounded up to `size_divisor`; each
+            image in the top-left corner. Padding single-image batches together equals preprocessing the images as
+            one list.
+        """
+        if len(pixel_values) == 0:
+            raise ValueError("pad got no images; pass a list of (3, H, W) or (1, 3, H, W) tensors.")
+        images = [self._single_image(tensor, index) for index, tensor in enumerate(pixel_values)]
+        divisor = self.size_divisor if size_divisor is None else int(size_divisor)
+        if divisor < 1:
+            raise ValueError(f"size_divisor must be >= 1, got {divisor}.")
+        value = self.pad_value if pad_value is None else float(pad_value)
+        padded_height = math.ceil(max(image.shape[1] for image in images) / divisor) * divisor
+        padded_width = math.ceil(max(image.shape[2] for image in images) / divisor) * divisor
+        batch = torch.full((len(images), 3, padded_height, padded_width), value, dtype=torch.float32,
+                           device=images[0].device)
+        for index, image in enumerate(images):
+            batch[index, :, : image.shape[1], : image.shape[2]] = image
+        return batch
+
     @staticmethod
-    def _pad_batch(tensors: list[torch.Tensor], settings: Mapping[str, Any]) -> torch.Tensor:
-        """Stacks (3, H_i, W_i) tensors, padding right/bottom to max H/W rounded up to `size_divisor`."""
-        max_height = max(tensor.shape[1] for tensor in tensors)
-        max_width = max(tensor.shape[2] for tensor in tensors)
+    def _single_image(tensor: torch.Tensor, index: int) -> torch.Tensor:
+        """(3, H, W) or (1, 3, H, W) -> (3, H, W); anything else is a ValueError naming the entry."""
+        if tensor.ndim == 4 and tensor.shape[0] == 1:
+            tensor = tensor[0]
+        if tensor.ndim != 3 or tensor.shape[0] != 3:
+            raise ValueError(f"pad needs (3, H, W) or (1, 3, H, W) tensors; entry {index} has shape "
+                             f"{tuple(tensor.shape)}.")
+        return tensor
+
+    def _pad_batch(self, tensors: list[torch.Tensor], settings: Mapping[str, Any]) -> torch.Tensor:
+        """Stacks (3, H_i, W_i) tensors: `pad` with this call's settings, or a plain stack with do_pad=False."""
         if not settings["do_pad"]:
-            if any(tensor.shape[1:] != (max_height, max_width) for tensor in tensors):
+            if len({tuple(tensor.shape[1:]) for tensor in tensors}) > 1:
                 raise ValueError("Images of different sizes cannot be batched with do_pad=False.")
             return torch.stack(tensors)
-        divisor = settings["size_divisor"]
-        padded_height = math.ceil(max_height / divisor) * divisor
-        padded_width = math.ceil(max_width / divisor) * divisor
-        batch = torch.full((len(tensors), 3, padded_height, padded_width), settings["pad_value"], dtype=torch.float32)
-        for index, tensor in enumerate(tensors):
-            batch[index, :, : tensor.shape[1], : tensor.shape[2]] = tensor
-        return batch
+        return self.pad(tensors, size_divisor=settings["size_divisor"], pad_value=settings["pad_value"])
 
     # ---------------------------------------------------------------------------------------------------------
     # post-processing
@@ -929,4 +1030,5 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
 
 
 __all__ = ["MaskRCNNImageProcessor", "ImageTooLargeError", "DEFAULT_MAX_IMAGE_PIXELS", "load_image",
-           "resize_bilinear_uint8", "compute_rescaled_size", "paste_masks"]
+           "resize_bilinear_uint8", "compute_rescaled_size", "paste_masks", "encode_mask_rle", "encode_masks_rle",
+           "decode_mask_rle", "encode_pasted_masks_rle"]

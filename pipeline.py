@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib
 import io
 import json
 import logging
@@ -45,15 +46,22 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import transformers
 from PIL import Image
 from transformers import AutoImageProcessor, Pipeline
 
-try:  # optional: only `mask_format="rle"` of the serving code needs it
-    from pycocotools import mask as coco_mask
-except ImportError:
-    coco_mask = None
+try:  # a package sibling (transformers' module cache)
+    from .image_processing_mask_rcnn import encode_mask_rle as _encode_mask_rle_array
+    from .inference_mask_rcnn import (DTYPE_ENVIRONMENT_VARIABLE, describe_failure, label_name,
+                                      prepare_model_for_inference, resolve_compute_dtype, run_with_per_image_fallback)
+except ImportError:  # a top-level module (tests, scripts, the toolkit loading this file by its location)
+    _encode_mask_rle_array = importlib.import_module("image_processing_mask_rcnn").encode_mask_rle
+    _inference = importlib.import_module("inference_mask_rcnn")
+    DTYPE_ENVIRONMENT_VARIABLE = _inference.DTYPE_ENVIRONMENT_VARIABLE
+    describe_failure, label_name = _inference.describe_failure, _inference.label_name
+    prepare_model_for_inference = _inference.prepare_model_for_inference
+    resolve_compute_dtype = _inference.resolve_compute_dtype
+    run_with_per_image_fallback = _inference.run_with_per_image_fallback
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +83,6 @@ _BASE64_PATTERN = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}$")
 _RELATIVE_IMPORT_PATTERN = re.compile(r"^\s*from\s+\.(\w+)\s+import", re.MULTILINE)
 # `errors=` of the pipelines: "raise" the first failure (default) or "return" {"error": reason} for each failed input.
 ERROR_MODES = ("raise", "return")
-
-
-def _failure_text(error: BaseException) -> str:
-    """One line for a failed input: the exception class and its message."""
-    return f"{type(error).__name__}: {error}"
 
 
 def _fetch_url(url: str, timeout: Optional[float]) -> bytes:
@@ -200,7 +203,7 @@ class MaskRCNNPipelineBase(Pipeline):
         except Exception as error:  # with errors="return" any failure to read one input fails that input only
             if errors != "return":
                 raise
-            return {"images": [{"error": _failure_text(error)}]}
+            return {"images": [{"error": describe_failure(error)}]}
         # One list-wrapped entry per image: the DataLoader's collate gathers lists instead of concatenating
         # `pixel_values` of different sizes; `_forward` pads them together. Sizes stay Python tuples (CPU only).
         return {
@@ -212,52 +215,28 @@ class MaskRCNNPipelineBase(Pipeline):
             }]
         }
 
-    def pad_pixel_values(self, pixel_values: Sequence[torch.Tensor]) -> torch.Tensor:
-        """(1, 3, H_i, W_i) tensors -> (B, 3, H, W), zero-padded right/bottom to a multiple of `size_divisor`.
-
-        Equals the image processor's own padding of a list of images (each H_i, W_i is already a multiple of the
-        divisor when the processor pads, so padding to the largest is the same as padding the batch at once).
-        """
-        divisor = int(getattr(self.image_processor, "size_divisor", 1) or 1)
-        pad_value = float(getattr(self.image_processor, "pad_value", 0.0))
-        height = -(-max(t.shape[-2] for t in pixel_values) // divisor) * divisor
-        width = -(-max(t.shape[-1] for t in pixel_values) // divisor) * divisor
-        padded = [
-            t if t.shape[-2:] == (height, width)
-            else F.pad(t, (0, width - t.shape[-1], 0, height - t.shape[-2]), value=pad_value)
-            for t in pixel_values
-        ]
-        return torch.cat(padded, dim=0)
-
     def _forward(self, model_inputs, errors="raise"):
         per_image: List[Dict[str, Any]] = []
         for entry in model_inputs["images"]:  # [feature] with batch_size=1, [[feature], [feature], ...] otherwise
             per_image.extend(entry if isinstance(entry, list) else [entry])
         readable = [item for item in per_image if "error" not in item]  # failed inputs exist with errors="return"
-        detections: Dict[int, Dict[str, Any]] = {}
-        if readable:
-            try:
-                detections = dict(zip(map(id, readable), self._detect(readable)))
-            except Exception as error:
-                if errors != "return":
-                    raise
-                if len(readable) == 1:
-                    detections = {id(readable[0]): {"error": _failure_text(error)}}
-                else:  # find out which image the model fails on; the others keep their results
-                    detections = {id(item): self._detect_alone(item) for item in readable}
+        if errors == "return":  # a failed batch is retried image by image; the others keep their results
+            outcomes = run_with_per_image_fallback(readable, self._detect)
+            outcomes = [{"error": describe_failure(outcome)} if isinstance(outcome, BaseException) else outcome
+                        for outcome in outcomes]
+        else:
+            outcomes = self._detect(readable) if readable else []
+        detections = dict(zip(map(id, readable), outcomes))
         # First key is a list: the pipeline's un-batching hands each image its own dict.
         return {"detections": [item if "error" in item else detections[id(item)] for item in per_image]}
 
-    def _detect_alone(self, item: Dict[str, Any]) -> Dict[str, Any]:
-        """`_detect` on one image; a failure becomes `{"error": reason}` (used with errors="return")."""
-        try:
-            return self._detect([item])[0]
-        except Exception as error:
-            return {"error": _failure_text(error)}
-
     def _detect(self, per_image: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        """One padded forward pass over preprocessed images -> per image detections and sizes (CPU tensors)."""
-        pixel_values = self.pad_pixel_values([item["pixel_values"] for item in per_image])
+        """One padded forward pass over preprocessed images -> per image detections and sizes (CPU tensors).
+
+        The images are padded together by the image processor's own `pad`, so a batch equals the processor's
+        padding of the same list of images.
+        """
+        pixel_values = self.image_processor.pad([item["pixel_values"] for item in per_image])
         image_sizes = torch.tensor([item["image_size"] for item in per_image], dtype=torch.int64)
         outputs = self.model(pixel_values=pixel_values.to(device=self.device, dtype=self.model.dtype),
                              image_sizes=image_sizes)
@@ -306,9 +285,7 @@ class MaskRCNNPipelineBase(Pipeline):
         return {}
 
     def _label(self, label_id: torch.Tensor) -> str:
-        label_id = int(label_id)
-        id2label = self.model.config.id2label
-        return id2label.get(label_id, id2label.get(str(label_id), f"LABEL_{label_id}"))
+        return label_name(self.model.config.id2label, label_id)
 
     @staticmethod
     def _box(box: torch.Tensor) -> Dict[str, int]:
@@ -450,13 +427,6 @@ class MaskRCNNDetectionPipeline(MaskRCNNPipelineBase):
 
 SERVING_TASKS = ("image-segmentation", "object-detection")
 MASK_FORMATS = ("png", "rle")
-# Environment variable that chooses the serving dtype (Inference Endpoints: "Environment variables" of the endpoint).
-DTYPE_ENVIRONMENT_VARIABLE = "MASK_RCNN_DTYPE"
-SERVING_DTYPES: Dict[str, torch.dtype] = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
-}
 URL_TIMEOUT_SECONDS = 10.0
 # Request parameters accepted per task. `overlap_mask_area_threshold` and `subtask` are parameters of the Hub's
 # image-segmentation API; they are checked and have no effect (every instance keeps its own full mask).
@@ -491,17 +461,17 @@ def encode_mask_png(mask: Union[Image.Image, np.ndarray, torch.Tensor]) -> str:
 
 
 def encode_mask_rle(mask: Union[Image.Image, np.ndarray, torch.Tensor]) -> Dict[str, Any]:
-    """A binary mask -> COCO compressed RLE `{"size": [H, W], "counts": str}` (pycocotools' own encoder).
+    """A binary mask (non-zero is "in") -> COCO compressed RLE `{"size": [H, W], "counts": str}`, encoded by the
+    image processor's `encode_mask_rle` (pycocotools).
 
     Raises:
         BadRequestError: pycocotools is not installed (the message says how to get it or what to ask for instead).
     """
-    if coco_mask is None:
-        raise BadRequestError("mask_format 'rle' needs pycocotools, which this server does not have; ask for 'png' or "
-                              "add pycocotools to the repository's requirements.txt.")
-    array = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    rle = coco_mask.encode(np.asfortranarray(array > 0, dtype=np.uint8))
-    return {"size": [int(value) for value in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    try:
+        return _encode_mask_rle_array(np.asarray(mask) if isinstance(mask, Image.Image) else mask)
+    except ImportError:
+        raise BadRequestError("mask_format 'rle' needs pycocotools, which this server does not have; ask for 'png' "
+                              "or add pycocotools to the repository's requirements.txt.") from None
 
 
 def to_wire_format(annotations: Sequence[Mapping[str, Any]], mask_format: str = "png") -> List[Dict[str, Any]]:
@@ -563,8 +533,8 @@ def parse_request_parameters(parameters: Any) -> Tuple[str, Dict[str, float], st
     mask_format = "png" if mask_format is None else mask_format
     if mask_format not in MASK_FORMATS:
         raise BadRequestError(f"Unknown mask_format {mask_format!r}: use 'png' or 'rle'.")
-    if mask_format == "rle" and coco_mask is None:
-        encode_mask_rle(np.zeros((1, 1), dtype=bool))  # raises the BadRequestError that says what is missing
+    if mask_format == "rle":
+        encode_mask_rle(np.zeros((1, 1), dtype=bool))  # without pycocotools: the BadRequestError that says so
     return task, {name: value for name, value in values.items() if name in _PIPELINE_PARAMETERS}, mask_format
 
 
@@ -614,13 +584,9 @@ def decode_request_image(inputs: Any, load_image: Callable[[bytes], Image.Image]
 
 
 def serving_dtype(name: Optional[str] = None) -> torch.dtype:
-    """The dtype named by `name`, else by the MASK_RCNN_DTYPE environment variable, else float32."""
-    name = name if name is not None else os.environ.get(DTYPE_ENVIRONMENT_VARIABLE, "")
-    name = name.strip().lower().replace("torch.", "") or "float32"
-    if name not in SERVING_DTYPES:
-        raise ValueError(f"{DTYPE_ENVIRONMENT_VARIABLE}={name!r} is not a supported dtype: use float32, bfloat16 or "
-                         "float16.")
-    return SERVING_DTYPES[name]
+    """The dtype named by `name`, else by the MASK_RCNN_DTYPE environment variable, else float32
+    (`inference_mask_rcnn.resolve_compute_dtype`)."""
+    return resolve_compute_dtype(name)
 
 
 def _serving_classes() -> Tuple[Any, Any, Callable[[bytes], Image.Image], type]:
@@ -663,12 +629,8 @@ class MaskRCNNRequestHandler:
     def __init__(self, path: str, device: Optional[Union[str, torch.device]] = None, dtype: Optional[str] = None):
         model_class, processor_class, load_image, self._image_too_large_error = _serving_classes()
         self.device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = serving_dtype(dtype)
-        model = model_class.from_pretrained(path)
-        if self.dtype != torch.float32 and getattr(model.config, "numerics", "fast") == "exact":
-            raise ValueError(f"The model in {path} is configured with numerics='exact', which runs in float32 only; "
-                             f"unset {DTYPE_ENVIRONMENT_VARIABLE} or set numerics to 'fast' in its config.json.")
-        model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.dtype = resolve_compute_dtype(dtype)
+        model = prepare_model_for_inference(model_class.from_pretrained(path), self.dtype, self.device)
         processor = processor_class.from_pretrained(path)
         self.model, self.image_processor, self._load_image = model, processor, load_image
         self.pipelines = {

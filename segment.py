@@ -83,11 +83,7 @@ if _HERE not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-
-try:  # optional dependency: needed for RLE encoding
-    from pycocotools import mask as mask_utils
-except ImportError:  # pragma: no cover - exercised only without pycocotools
-    mask_utils = None
+from image_processing_mask_rcnn import decode_mask_rle, encode_mask_rle, encode_masks_rle  # noqa: E402
 
 try:  # optional dependency: progress bar
     from tqdm import tqdm
@@ -132,8 +128,10 @@ class SegmentError(Exception):
 
 
 def _require_pycocotools() -> None:
-    if mask_utils is None:
-        raise SegmentError(PYCOCOTOOLS_HINT)
+    try:
+        encode_masks_rle(np.zeros((0, 1, 1), dtype=bool))  # imports pycocotools, encodes nothing
+    except ImportError:
+        raise SegmentError(PYCOCOTOOLS_HINT) from None
 
 
 def _to_numpy(array: Any) -> np.ndarray:
@@ -143,37 +141,22 @@ def _to_numpy(array: Any) -> np.ndarray:
 
 
 def encode_rles(masks: Any) -> List[Dict[str, Any]]:
-    """Binary masks (N, H, W) (bool/uint8 numpy array or tensor) -> N compressed COCO RLEs.
-
-    Each RLE is `{"size": [H, W], "counts": str}` (pycocotools `mask.encode` on a Fortran-ordered uint8 array,
-    `counts` decoded from bytes to ASCII so it can be written as JSON).
-    """
+    """Binary masks (N, H, W) (bool/uint8 numpy array or tensor) -> N compressed COCO RLEs `{"size": [H, W],
+    "counts": str}` (the image processor's `encode_masks_rle`, one pycocotools call)."""
     _require_pycocotools()
-    masks = _to_numpy(masks)
-    if masks.ndim != 3:
-        raise ValueError(f"masks must have shape (N, H, W), got {masks.shape}.")
-    if masks.shape[0] == 0:
-        return []
-    # (N, H, W) C-order transposed to (H, W, N) is already Fortran-ordered per mask: no copy for uint8 input.
-    stacked = np.asfortranarray(masks.astype(np.uint8, copy=False).transpose(1, 2, 0))
-    rles = mask_utils.encode(stacked)
-    return [{"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]
+    return encode_masks_rle(masks)
 
 
 def encode_rle(mask: Any) -> Dict[str, Any]:
     """One binary mask (H, W) -> compressed COCO RLE `{"size": [H, W], "counts": str}`."""
-    mask = _to_numpy(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must have shape (H, W), got {mask.shape}.")
-    return encode_rles(mask[None])[0]
+    _require_pycocotools()
+    return encode_mask_rle(mask)
 
 
 def decode_rle(rle: Mapping[str, Any]) -> np.ndarray:
     """Compressed COCO RLE (counts as str or bytes) -> (H, W) bool mask."""
     _require_pycocotools()
-    counts = rle["counts"]
-    encoded = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return mask_utils.decode(encoded).astype(bool)
+    return decode_mask_rle(rle)
 
 
 def boxes_to_xywh(boxes: Any) -> List[List[float]]:

@@ -563,7 +563,8 @@ def test_images_over_the_pixel_limit_are_bad_requests_that_say_so(model_dir):
 
 
 def test_rle_without_pycocotools_is_a_clear_bad_request(monkeypatch):
-    monkeypatch.setattr(repo_pipeline, "coco_mask", None)
+    monkeypatch.setitem(sys.modules, "pycocotools", None)  # `import pycocotools` now raises ImportError
+    monkeypatch.setitem(sys.modules, "pycocotools.mask", None)
     with pytest.raises(repo_pipeline.BadRequestError, match="needs pycocotools, which this server does not have"):
         repo_pipeline.parse_request_parameters({"mask_format": "rle"})
 

@@ -224,12 +224,15 @@ def test_exif_rotated_file_gives_masks_at_the_displayed_size(segmenter):
 # ------------------------------------------------------------------------------------------------ batching
 
 
-def test_pad_pixel_values_equals_the_processors_batch_padding(segmenter, loaded):
+def test_processor_pad_of_single_images_equals_its_batch_padding(segmenter, loaded):
+    """The pipeline pads a batch with the processor's own `pad`: padding single-image results together equals
+    preprocessing the list at once."""
     processor = loaded[2]
     paths = [str(PHOTO), str(IMAGES / "portrait_427x640.png"), str(IMAGES / "wide_2000x500.png")]
     singles = [segmenter.preprocess(path)["images"][0]["pixel_values"] for path in paths]
     assert len({tuple(t.shape) for t in singles}) == 3  # three different sizes
-    assert torch.equal(segmenter.pad_pixel_values(singles), processor(paths, return_tensors="pt")["pixel_values"])
+    assert torch.equal(segmenter.image_processor.pad(singles), processor(paths, return_tensors="pt")["pixel_values"])
+    assert not hasattr(segmenter, "pad_pixel_values")  # one padding implementation: the processor's
 
 
 def test_numpy_and_pil_inputs_in_a_real_batch(segmenter, loaded):
