@@ -28,6 +28,13 @@ COCO_CLASSES = (
     "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
     "hair drier", "toothbrush",
 )  # fmt: skip
+# COCO 2017's official category_id of each class above (same order = the model's label indices 0..79): 1..90 with
+# the ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83 unused. Results files in COCO's format carry these ids.
+COCO_CATEGORY_IDS = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34,
+    35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
+    64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
+)  # fmt: skip
 
 # Normalisation presets of the model zoo (values on the 0..255 scale, in the channel order the network expects).
 PYTORCH_STYLE_NORMALIZATION = {"image_mean": [123.675, 116.28, 103.53], "image_std": [58.395, 57.12, 57.375],

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 import evaluate_coco
-import segment
+from mask_rcnn_batch.model import load_model_and_processor
+from mask_rcnn_batch.records import COCO_CATEGORIES, stable_image_id
 from test_segment_cli import FIXTURE_PHOTO, converted_synthetic_model
 
 pytest.importorskip("pycocotools")
@@ -126,7 +127,7 @@ def test_segment_py_results_are_matched_by_file_name(dataset, tmp_path):
     results = ground_truth_as_results(dataset[1])
     for record in results:  # segment.py writes hashed ids and the file name
         record["file_name"] = IMAGES[record["image_id"]]
-        record["image_id"] = segment.stable_image_id(record["file_name"])
+        record["image_id"] = stable_image_id(record["file_name"])
     results.append({**results[0], "file_name": "unknown.png", "image_id": 3})
     stats = evaluate_file(tmp_path, dataset, results)
     assert stats["bbox"][0] == pytest.approx(1.0) and stats["segm"][0] == pytest.approx(1.0)
@@ -156,7 +157,7 @@ def test_main_prints_summaries_and_rejects_bad_arguments(dataset, tmp_path, caps
 
 
 def test_dataset_category_ids():
-    coco80 = {index: name for index, (_, name) in enumerate(segment.COCO_CATEGORIES)}
+    coco80 = {index: name for index, (_, name) in enumerate(COCO_CATEGORIES)}
     official = evaluate_coco.dataset_category_ids(coco80, CATEGORIES)
     assert official[0] == 1 and official[2] == 3 and official[79] == 90
     renumbered = [{"id": index + 1, "name": name} for index, name in coco80.items()]  # contiguous 1..80
@@ -173,7 +174,7 @@ def test_dataset_category_ids():
 def test_model_run_over_the_dataset(dataset, tmp_path, tmp_path_factory, monkeypatch, capsys):
     root, data = dataset
     model_dir = converted_synthetic_model(tmp_path_factory)
-    loaded = segment.load_model_and_processor(str(model_dir))
+    loaded = load_model_and_processor(str(model_dir))
     calls, raw_counts = [], []
     forward = type(loaded[0]).forward.__get__(loaded[0])
 
@@ -184,7 +185,7 @@ def test_model_run_over_the_dataset(dataset, tmp_path, tmp_path_factory, monkeyp
         return outputs
 
     monkeypatch.setattr(loaded[0], "forward", counting_forward)
-    monkeypatch.setattr(segment, "load_model_and_processor", lambda *args, **kwargs: loaded)
+    monkeypatch.setattr(evaluate_coco, "load_model_and_processor", lambda *args, **kwargs: loaded)
     output = tmp_path / "predictions.json"
     code = evaluate_coco.main(["--model", str(model_dir), "--images", str(root / "images"), "--annotations",
                                str(root / "instances.json"), "--batch-size", "2", "--output", str(output)])
@@ -194,7 +195,7 @@ def test_model_run_over_the_dataset(dataset, tmp_path, tmp_path_factory, monkeyp
     assert calls == [2]  # the two readable images in one forward pass
     records = json.loads(output.read_text())
     assert records and {r["image_id"] for r in records} == {5, 11}
-    assert {r["category_id"] for r in records} <= {category_id for category_id, _ in segment.COCO_CATEGORIES}
+    assert {r["category_id"] for r in records} <= {category_id for category_id, _ in COCO_CATEGORIES}
     assert all(r["segmentation"]["size"] == [HEIGHT, WIDTH] for r in records)
     # threshold 0: every detection the model returns is evaluated
     assert sorted(sum(r["image_id"] == image_id for r in records) for image_id in (5, 11)) == sorted(raw_counts)

@@ -31,7 +31,6 @@ from hypothesis.extra import numpy as numpy_strategies
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-import segment
 from image_processing_mask_rcnn import (
     CONVERSION_CHUNK_ELEMENTS,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -39,6 +38,9 @@ from image_processing_mask_rcnn import (
     MaskRCNNImageProcessor,
     compute_rescaled_size,
 )
+from mask_rcnn_batch import cli as segment_cli
+from mask_rcnn_batch import runner as segment_runner
+from mask_rcnn_batch.model import decode_image
 from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation
 from pipeline import MaskRCNNDetectionPipeline, MaskRCNNSegmentationPipeline
 
@@ -618,9 +620,9 @@ def test_cli_reports_only_the_bad_files_and_handles_multi_frame_tiny_and_elongat
     Image.fromarray(random_rgb(1, 1)).save(inputs / "one-pixel.png")
     Image.fromarray(random_rgb(3, 1500, seed=2)).save(inputs / "strip.png")
     (inputs / "bomb.png").write_bytes(bomb_png(BOMB_SIDE, BOMB_SIDE))
-    monkeypatch.setattr(segment, "load_model_and_processor", lambda *args, **kwargs: loaded)
+    monkeypatch.setattr(segment_runner, "load_model_and_processor", lambda *args, **kwargs: loaded)
     output = tmp_path / "out"
-    code = segment.main(["--model", "synthetic", str(inputs), "--output-dir", str(output), "--threshold",
+    code = segment_cli.main(["--model", "synthetic", str(inputs), "--output-dir", str(output), "--threshold",
                          str(THRESHOLD), "--batch-size", "1", "--no-overlays"])
     assert code == 1, capsys.readouterr().err
     failures = json.loads((output / "failures.json").read_text())
@@ -639,10 +641,10 @@ def test_cli_reports_only_the_bad_files_and_handles_multi_frame_tiny_and_elongat
 def test_cli_decoding_follows_the_processors_own_pixel_limit(tmp_path):
     path = tmp_path / "medium.png"
     Image.fromarray(random_rgb(60, 80)).save(path)  # 4800 pixels
-    assert segment.decode_image(str(path), MaskRCNNImageProcessor()).shape == (60, 80, 3)
+    assert decode_image(str(path), MaskRCNNImageProcessor()).shape == (60, 80, 3)
     with pytest.raises(ImageTooLargeError, match="medium.png"):
-        segment.decode_image(str(path), MaskRCNNImageProcessor(max_image_pixels=4000))
-    assert segment.decode_image(str(path), MaskRCNNImageProcessor(max_image_pixels=None)).shape == (60, 80, 3)
+        decode_image(str(path), MaskRCNNImageProcessor(max_image_pixels=4000))
+    assert decode_image(str(path), MaskRCNNImageProcessor(max_image_pixels=None)).shape == (60, 80, 3)
 
 
 # ================================================================================================================

@@ -2,12 +2,13 @@
 
 Cost control (2 shared cores): the synthetic checkpoint is converted once per session; the converted folder's
 config keeps 20 detections from 200 proposals and its image processor resizes to at most 300x200, so one forward
-pass of a 300x200 image takes a few seconds. The CLI is called in-process (`segment.main(argv)`) with the model
+pass of a 300x200 image takes a few seconds. The CLI is called in-process (`mask_rcnn_batch.cli.main(argv)`) with the model
 loaded once; only `test_subprocess_smoke` starts a real process (and loads the model through AutoModel itself).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -21,7 +22,11 @@ import pytest
 import torch
 from PIL import Image
 
-import segment
+from image_processing_mask_rcnn import decode_mask_rle
+from mask_rcnn_batch import cli as segment_cli
+from mask_rcnn_batch import inputs, model as batch_model, outputs, runner
+from mask_rcnn_batch import records as coco_records
+from mask_rcnn_batch.errors import OutputWriteError
 from synthetic_model_folder import lean_synthetic_folder
 
 pycocotools = pytest.importorskip("pycocotools")
@@ -52,15 +57,15 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def loaded(model_dir):
-    """(model, processor) loaded once through segment.load_model_and_processor (AutoModel, trust_remote_code)."""
-    return segment.load_model_and_processor(str(model_dir))
+    """(model, processor) loaded once through `load_model_and_processor` (AutoModel, trust_remote_code)."""
+    return batch_model.load_model_and_processor(str(model_dir))
 
 
 @pytest.fixture
 def cli(monkeypatch, loaded):
-    """`segment.main` with the session's model instead of a reload per call."""
-    monkeypatch.setattr(segment, "load_model_and_processor", lambda model_id, device="cpu": loaded)
-    return segment.main
+    """The CLI's `main` with the session's (float32) model instead of a reload per call."""
+    monkeypatch.setattr(runner, "load_model_and_processor", lambda model_id, device="cpu", dtype="float32": loaded)
+    return segment_cli.main
 
 
 class ForwardCounter:
@@ -113,9 +118,9 @@ def input_dir(tmp_path_factory):
 CLI_THRESHOLD = 0.05
 
 
-def run_cli(cli, input_dir, output_dir, *extra):
+def run_cli(cli, input_dir, output_dir, *extra, model="synthetic"):
     threshold = [] if "--threshold" in extra else ["--threshold", str(CLI_THRESHOLD)]
-    return cli(["--model", "synthetic", str(input_dir), "--output-dir", str(output_dir), *threshold, *extra])
+    return cli(["--model", model, str(input_dir), "--output-dir", str(output_dir), *threshold, *extra])
 
 
 @pytest.fixture(scope="session")
@@ -123,11 +128,11 @@ def single_run(tmp_path_factory, loaded, input_dir):
     """The reference run: --batch-size 1, overlays on."""
     output = tmp_path_factory.mktemp("out-bs1")
     patch = pytest.MonkeyPatch()
-    patch.setattr(segment, "load_model_and_processor", lambda *args, **kwargs: loaded)
+    patch.setattr(runner, "load_model_and_processor", lambda *args, **kwargs: loaded)
     counter = ForwardCounter(loaded[0])
     patch.setattr(loaded[0], "forward", counter)
     try:
-        code = run_cli(segment.main, input_dir, output, "--batch-size", "1")
+        code = run_cli(segment_cli.main, input_dir, output, "--batch-size", "1")
     finally:
         patch.undo()
     return types.SimpleNamespace(code=code, output=output, counter=counter,
@@ -151,7 +156,7 @@ def records_by_file(predictions):
 def test_run_writes_coco_results_failures_and_overlays(single_run):
     assert single_run.code == 1  # some inputs failed
     assert single_run.counter.calls == 3 and single_run.counter.images == 3
-    official_ids = {category_id for category_id, _ in segment.COCO_CATEGORIES}
+    official_ids = {category_id for category_id, _ in coco_records.COCO_CATEGORIES}
     grouped = records_by_file(single_run.predictions)
     assert sorted(grouped) == GOOD_IMAGES
     sizes = {image["file_name"]: (image["height"], image["width"]) for image in single_run.images["images"]}
@@ -159,7 +164,7 @@ def test_run_writes_coco_results_failures_and_overlays(single_run):
         assert [r["score"] for r in records] == sorted((r["score"] for r in records), reverse=True)
         for record in records:
             assert set(record) == RECORD_KEYS
-            assert record["image_id"] == segment.stable_image_id(file_name)
+            assert record["image_id"] == coco_records.stable_image_id(file_name)
             assert isinstance(record["image_id"], int) and 0 <= record["image_id"] < 2 ** 53
             assert record["category_id"] in official_ids
             assert len(record["bbox"]) == 4 and all(isinstance(v, float) for v in record["bbox"])
@@ -205,7 +210,7 @@ def test_rle_decodes_to_the_processors_masks(single_run, loaded, input_dir):
                                                "counts": r["segmentation"]["counts"].encode()}) for r in records])
         np.testing.assert_array_equal(decoded.astype(bool), expected["masks"].numpy())
         assert [r["score"] for r in records] == expected["scores"].tolist()
-        assert [r["category_id"] for r in records] == [segment.COCO_CATEGORIES[i][0] for i in expected["labels"]]
+        assert [r["category_id"] for r in records] == [coco_records.COCO_CATEGORIES[i][0] for i in expected["labels"]]
         boxes = expected["boxes"].numpy().astype(np.float64)  # xywh is computed in Python floats
         np.testing.assert_array_equal(np.array([r["bbox"] for r in records]),
                                       np.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0],
@@ -289,19 +294,29 @@ def test_images_without_detections_are_recorded_and_not_redone(cli, count_forwar
     assert counter.calls == 0
 
 
-def test_dtype_runs_the_network_under_autocast(cli, count_forwards, input_dir, tmp_path):
+def test_dtype_casts_the_weights_without_autocast(model_dir, monkeypatch, input_dir, tmp_path):
+    """--dtype bfloat16 follows the shared precision rule: bfloat16 weights and inputs, no autocast region."""
     seen = []
+    real_loader = batch_model.load_model_and_processor
 
-    def record_autocast(pixel_values, **kwargs):
-        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), pixel_values.dtype))
-        return _no_detections(pixel_values, **kwargs)
+    def loader(model_id, device="cpu", dtype="float32"):
+        model, processor = real_loader(model_id, device, dtype)
 
-    count_forwards(fake=record_autocast)
-    run_cli(cli, input_dir, tmp_path, "--batch-size", "3", "--dtype", "bfloat16", "--no-overlays")
-    assert seen == [(True, torch.bfloat16, torch.float32)]  # float32 inputs and weights, bf16 compute
+        def record(pixel_values, **kwargs):
+            weight = next(model.parameters())
+            seen.append((torch.is_autocast_enabled("cpu"), weight.dtype, pixel_values.dtype))
+            return _no_detections(pixel_values, **kwargs)
+
+        monkeypatch.setattr(model, "forward", record)
+        return model, processor
+
+    monkeypatch.setattr(runner, "load_model_and_processor", loader)
+    assert run_cli(segment_cli.main, input_dir, tmp_path, "--batch-size", "3", "--dtype", "bfloat16",
+                   "--no-overlays", model=str(model_dir)) == 1
+    assert seen == [(False, torch.bfloat16, torch.bfloat16)]
     seen.clear()
-    run_cli(cli, input_dir, tmp_path / "fp32", "--batch-size", "3", "--no-overlays")
-    assert seen[0][0] is False
+    run_cli(segment_cli.main, input_dir, tmp_path / "fp32", "--batch-size", "3", "--no-overlays", model=str(model_dir))
+    assert seen == [(False, torch.float32, torch.float32)]
 
 
 def test_keep_going_skips_images_the_model_fails_on(cli, count_forwards, input_dir, tmp_path, capsys):
@@ -312,6 +327,78 @@ def test_keep_going_skips_images_the_model_fails_on(cli, count_forwards, input_d
     assert set(failures) == BAD_INPUTS | set(GOOD_IMAGES)
     assert failures["a.png"] == "RuntimeError: simulated out of memory"
     assert "0 images done, 6 failed" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output write errors: stop the run, name the file and the reason, never retried as model failures, --resume finishes
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_a_file_in_the_way_of_the_overlays_stops_the_run_and_resume_finishes(cli, count_forwards, single_run,
+                                                                            input_dir, tmp_path, capsys):
+    (tmp_path / "overlays").write_text("a file where the overlay folder belongs")
+    counter = count_forwards()
+    assert run_cli(cli, input_dir, tmp_path, "--batch-size", "2", "--keep-going") == 1
+    err = capsys.readouterr().err
+    # the first batch's first overlay: its path, the OS reason and the folder in the way
+    overlay = tmp_path / "overlays" / "a.png.png"
+    assert f"error: could not write {overlay}: {tmp_path / 'overlays'} is a file, not a folder (File exists)" in err
+    assert "rerun with --resume" in err
+    assert counter.calls == 1  # not retried image by image despite --keep-going
+    failures = {failure["file_name"] for failure in json.loads((tmp_path / "failures.json").read_text())}
+    assert failures == BAD_INPUTS  # no good image is reported as failed
+    assert json.loads((tmp_path / "predictions.json").read_text()) == []  # nothing finished without its overlay
+    assert (tmp_path / "predictions.jsonl").read_text() == ""
+
+    (tmp_path / "overlays").unlink()
+    counter = count_forwards()
+    assert run_cli(cli, input_dir, tmp_path, "--resume") == 1  # the broken inputs still fail
+    assert counter.images == 3
+    assert json.loads((tmp_path / "predictions.json").read_text()) == single_run.predictions
+    assert {path.name for path in (tmp_path / "overlays").rglob("*.png")} == {"a.png.png", "b.jpg.png", "c.png.png"}
+
+
+def test_a_full_disk_stops_the_run_with_a_resumable_journal(cli, count_forwards, single_run, input_dir, tmp_path,
+                                                           capsys, monkeypatch):
+    """ENOSPC from the second batch's journal fsync on: the run stops there, the first image stays finished."""
+    calls = []
+
+    def fsync_until_full(descriptor):
+        calls.append(descriptor)
+        if len(calls) >= 3:  # 1: the journal's start, 2: after batch 1, 3: after batch 2
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return os.fsync(descriptor)
+
+    full_disk_os = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os) if not name.startswith("__")})
+    full_disk_os.fsync = fsync_until_full
+    monkeypatch.setattr(outputs, "os", full_disk_os)
+    counter = count_forwards()
+    assert run_cli(cli, input_dir, tmp_path, "--no-overlays", "--keep-going") == 1
+    err = capsys.readouterr().err
+    assert f"error: could not write {tmp_path / 'predictions.jsonl'}: No space left on device" in err
+    assert counter.calls == 2  # batch 1, batch 2; no image-by-image retry
+    assert "a.png" in outputs.read_journal(str(tmp_path / "predictions.jsonl"))
+    assert not any(tmp_path.glob(".*.tmp"))  # the failed atomic writes left no temporary files
+
+    monkeypatch.setattr(outputs, "os", os)  # space again
+    counter = count_forwards()
+    assert run_cli(cli, input_dir, tmp_path, "--no-overlays", "--resume") == 1
+    assert 1 <= counter.images <= 2  # b.jpg's line may have reached the file before its fsync failed; c.png did not
+    assert json.loads((tmp_path / "predictions.json").read_text()) == single_run.predictions
+
+
+def test_output_write_error_names_file_and_reason(tmp_path):
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(OutputWriteError) as caught:
+        outputs.write_bytes(str(tmp_path / "taken" / "x.png"), b"png")
+    assert caught.value.path == str(tmp_path / "taken" / "x.png")
+    reason = f"{tmp_path / 'taken'} is a file, not a folder (File exists)"
+    assert caught.value.reason == reason
+    assert str(caught.value) == f"could not write {tmp_path / 'taken' / 'x.png'}: {reason}"
+    with pytest.raises(OutputWriteError, match="x.json: Is a directory$"):
+        (tmp_path / "x.json").mkdir()
+        outputs.write_json_atomic(str(tmp_path / "x.json"), [])
+    assert not any(tmp_path.glob(".x.json.*"))  # the temporary file is removed
 
 
 def test_no_images_is_a_usage_error(cli, tmp_path, capsys):
@@ -340,45 +427,33 @@ def test_subprocess_smoke(model_dir, tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def test_encode_rle_round_trip_and_layout():
-    rng = np.random.default_rng(0)
-    masks = rng.random((3, 17, 29)) > 0.6
-    rles = segment.encode_rles(torch.from_numpy(masks))
-    for mask, rle in zip(masks, rles):
-        assert rle["size"] == [17, 29] and isinstance(rle["counts"], str)
-        np.testing.assert_array_equal(segment.decode_rle(rle), mask)
-        assert mask_utils.area({"size": rle["size"], "counts": rle["counts"].encode()}) == mask.sum()
-    assert segment.encode_rle(masks[1]) == rles[1]
-    assert segment.encode_rles(np.zeros((0, 5, 5), dtype=bool)) == []
-    with pytest.raises(ValueError):
-        segment.encode_rles(masks[0])
-
-
 def test_boxes_categories_and_image_ids():
-    assert segment.boxes_to_xywh(torch.tensor([[1.5, 2.0, 4.0, 10.0]])) == [[1.5, 2.0, 2.5, 8.0]]
-    assert len(segment.COCO_CATEGORIES) == 80
-    ids = [category_id for category_id, _ in segment.COCO_CATEGORIES]
+    assert coco_records.boxes_to_xywh(torch.tensor([[1.5, 2.0, 4.0, 10.0]])) == [[1.5, 2.0, 2.5, 8.0]]
+    assert len(coco_records.COCO_CATEGORIES) == 80
+    ids = [category_id for category_id, _ in coco_records.COCO_CATEGORIES]
     assert ids == sorted(ids) and ids[0] == 1 and ids[-1] == 90
     assert set(range(1, 91)) - set(ids) == {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
     from configuration_mask_rcnn import COCO_CLASSES
 
-    mapping = segment.coco_category_ids({str(i): name for i, name in enumerate(COCO_CLASSES)})
+    mapping = coco_records.coco_category_ids({str(i): name for i, name in enumerate(COCO_CLASSES)})
     assert mapping[0] == 1 and mapping[11] == 13 and mapping[79] == 90
-    assert segment.coco_category_ids({0: "cat", 1: "dog"}) is None
-    assert segment.category_list({0: "cat", 1: "dog"}) == [{"id": 0, "name": "cat"}, {"id": 1, "name": "dog"}]
-    assert segment.stable_image_id("sub/a.png") == segment.stable_image_id("sub/a.png") != segment.stable_image_id(
-        "sub/b.png")
-    assert 0 <= segment.stable_image_id("x") < 2 ** 52
+    assert coco_records.coco_category_ids({0: "cat", 1: "dog"}) is None
+    assert coco_records.category_list({0: "cat", 1: "dog"}) == [{"id": 0, "name": "cat"}, {"id": 1, "name": "dog"}]
+    assert coco_records.COCO_CATEGORIES[11] == (13, "stop sign") and coco_records.COCO_CATEGORIES[-1] == (
+        90, "toothbrush")
+    image_id = coco_records.stable_image_id
+    assert image_id("sub/a.png") == image_id("sub/a.png") != image_id("sub/b.png")
+    assert 0 <= coco_records.stable_image_id("x") < 2 ** 52
 
 
 def test_detections_to_coco_records_without_coco_classes():
     result = {"boxes": torch.tensor([[0.0, 0.0, 2.0, 3.0]]), "scores": torch.tensor([0.75]),
               "labels": torch.tensor([1]), "masks": torch.ones((1, 4, 3), dtype=torch.bool)}
-    (record,) = segment.detections_to_coco_records(result, image_id=7)
+    (record,) = coco_records.detections_to_coco_records(result, image_id=7)
     assert record["image_id"] == 7 and record["category_id"] == 1 and "file_name" not in record
     assert record["bbox"] == [0.0, 0.0, 2.0, 3.0] and record["score"] == 0.75
-    assert segment.decode_rle(record["segmentation"]).all()
-    (mapped,) = segment.detections_to_coco_records({**result, "masks": None}, 7, {1: 42}, file_name="x.jpg")
+    assert decode_mask_rle(record["segmentation"]).all()
+    (mapped,) = coco_records.detections_to_coco_records({**result, "masks": None}, 7, {1: 42}, file_name="x.jpg")
     assert mapped["category_id"] == 42 and mapped["file_name"] == "x.jpg" and "segmentation" not in mapped
 
 
@@ -386,24 +461,24 @@ def test_collect_inputs_folders_globs_files(tmp_path, monkeypatch):
     for name in ("p/a.jpg", "p/sub/b.PNG", "p/.hidden/c.jpg", "p/out/overlay.png", "p/readme.md", "q/d.jpeg"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
-    items, problems = segment.collect_inputs([str(tmp_path / "p")], exclude=str(tmp_path / "p" / "out"))
+    items, problems = inputs.collect_inputs([str(tmp_path / "p")], exclude=str(tmp_path / "p" / "out"))
     assert [item.file_name for item in items] == ["a.jpg", "sub/b.PNG"] and problems == []
     monkeypatch.chdir(tmp_path)
-    items, problems = segment.collect_inputs(["p", "q/*.jpeg", "p/a.jpg", "missing.jpg", "nothing/*.png"],
+    items, problems = inputs.collect_inputs(["p", "q/*.jpeg", "p/a.jpg", "missing.jpg", "nothing/*.png"],
                                              exclude="p/out")
     assert [item.file_name for item in items] == ["p/a.jpg", "p/sub/b.PNG", "q/d.jpeg"]
     assert [problem["file_name"] for problem in problems] == ["missing.jpg", "nothing/*.png"]
-    items, _ = segment.collect_inputs(["p/**/*.png"])
+    items, _ = inputs.collect_inputs(["p/**/*.png"])
     assert [item.file_name for item in items] == ["out/overlay.png"]
-    (item,) = segment.collect_inputs([str(tmp_path / "p" / "readme.md")])[0]  # an explicit file is always taken
-    assert item.file_name == "readme.md" and item.image_id == segment.stable_image_id("readme.md")
+    (item,) = inputs.collect_inputs([str(tmp_path / "p" / "readme.md")])[0]  # an explicit file is always taken
+    assert item.file_name == "readme.md" and item.image_id == coco_records.stable_image_id("readme.md")
 
 
 def test_plan_batches_groups_shapes_within_a_window():
     sizes = [(200, 300), (300, 200), (200, 300), (300, 200), (400, 600)]
-    assert segment.plan_batches(sizes, 2) == [[0, 2], [4, 1], [3]]
-    assert segment.plan_batches(sizes, 1, window_batches=1) == [[0], [1], [2], [3], [4]]
-    assert segment.plan_batches([], 4) == []
+    assert inputs.plan_batches(sizes, 2) == [[0, 2], [4, 1], [3]]
+    assert inputs.plan_batches(sizes, 1, window_batches=1) == [[0], [1], [2], [3], [4]]
+    assert inputs.plan_batches([], 4) == []
 
 
 def test_header_sizes_match_decoded_images_including_exif_rotation():
@@ -411,7 +486,7 @@ def test_header_sizes_match_decoded_images_including_exif_rotation():
     fixtures = sorted((REPO_ROOT / "tests" / "fixtures" / "images").glob("*.*"))
     assert any("exif" in path.name for path in fixtures)
     for path in fixtures:
-        assert segment.read_image_size(str(path)) == segment.decode_image(str(path)).shape[:2], path.name
+        assert inputs.read_image_size(str(path)) == batch_model.decode_image(str(path)).shape[:2], path.name
     rotated = next(path for path in fixtures if "exif_rot6" in path.name)
     with Image.open(rotated) as image:
-        assert segment.read_image_size(str(rotated)) == (image.size[0], image.size[1])  # width/height swapped
+        assert inputs.read_image_size(str(rotated)) == (image.size[0], image.size[1])  # width/height swapped

@@ -20,6 +20,7 @@ import ast
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,8 @@ import pytest
 import torch
 from PIL import Image
 
-import segment
+from mask_rcnn_batch import cli, outputs, ray_runner, records, runner
+from mask_rcnn_batch.errors import SegmentError
 from test_segment_cli import CLI_THRESHOLD, converted_synthetic_model
 
 pytest.importorskip("pycocotools")
@@ -93,7 +95,7 @@ def read_output(folder: Path) -> types.SimpleNamespace:
 
 def records_from_shards(folder: Path):
     """`predictions.json`'s records rebuilt from --shard-output shards (images in file-name order)."""
-    entries = segment.read_shards(str(folder))
+    entries = outputs.read_shards(str(folder))
     return [record for name in sorted(entries) for record in entries[name]["annotations"]]
 
 
@@ -106,8 +108,8 @@ def single_process(tmp_path_factory, model_dir, input_dir):
     try:
         for batch_size, extra in ((1, []), (2, ["--no-overlays"])):
             folder = tmp_path_factory.mktemp(f"single-bs{batch_size}")
-            code = segment.main(cli_arguments(model_dir, input_dir, folder, "--batch-size", str(batch_size), *extra))
-            assert code == segment.EXIT_FAILURES  # the two broken inputs
+            code = cli.main(cli_arguments(model_dir, input_dir, folder, "--batch-size", str(batch_size), *extra))
+            assert code == cli.EXIT_FAILURES  # the two broken inputs
             outputs[batch_size] = folder
     finally:
         torch.set_num_threads(threads)
@@ -117,8 +119,8 @@ def single_process(tmp_path_factory, model_dir, input_dir):
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A Ray instance for this module: 2 CPUs, all servers on 127.0.0.1, small object store, no dashboard."""
-    previous = os.environ.get(segment.RAY_SINGLE_MACHINE_ENV)
-    os.environ[segment.RAY_SINGLE_MACHINE_ENV] = "0"  # read when ray is imported: bind to 127.0.0.1 only
+    previous = os.environ.get(ray_runner.RAY_SINGLE_MACHINE_ENV)
+    os.environ[ray_runner.RAY_SINGLE_MACHINE_ENV] = "0"  # read when ray is imported: bind to 127.0.0.1 only
     ray = pytest.importorskip("ray")
     ray.init(_node_ip_address="127.0.0.1", num_cpus=2, object_store_memory=200 * 1024 ** 2,
              include_dashboard=False, logging_level=logging.WARNING)
@@ -126,20 +128,19 @@ def ray_cluster():
         address = ray.get_runtime_context().gcs_address
         if not address.startswith("127.0.0.1:"):
             raise RuntimeError(f"The test's Ray instance listens on {address}, not on 127.0.0.1 (ray was imported "
-                               f"before {segment.RAY_SINGLE_MACHINE_ENV} was set).")
+                               f"before {ray_runner.RAY_SINGLE_MACHINE_ENV} was set).")
         yield types.SimpleNamespace(ray=ray, address=address)
     finally:
         ray.shutdown()
         if previous is None:
-            os.environ.pop(segment.RAY_SINGLE_MACHINE_ENV, None)
+            os.environ.pop(ray_runner.RAY_SINGLE_MACHINE_ENV, None)
         else:
-            os.environ[segment.RAY_SINGLE_MACHINE_ENV] = previous
+            os.environ[ray_runner.RAY_SINGLE_MACHINE_ENV] = previous
 
 
 def run_summary(argv):
-    """`segment.run` on parsed CLI arguments, the way `main` calls it: (summary, output folder)."""
-    arguments = segment.build_argument_parser().parse_args(argv)
-    return segment.run(arguments)
+    """`runner.run` on the options of CLI arguments, the way `main` calls it: (summary, output folder)."""
+    return runner.run(cli.parse_options(argv))
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,7 @@ def test_ray_run_equals_single_process_run(ray_run, single_process):
     assert summary.instances == len(reference.predictions)
     # the work was done by the actor pool (at most 2 processes), each running torch on its 1-thread share
     assert 1 <= len(summary.worker_threads) <= 2 and set(summary.worker_threads.values()) == {1}
-    assert segment.worker_name() not in summary.worker_threads  # not this process
+    assert ray_runner.worker_name() not in summary.worker_threads  # not this process
 
 
 def test_ray_reports_broken_files_by_name_and_keeps_good_results(ray_run, input_dir):
@@ -199,7 +200,7 @@ def test_ray_batches_and_shards_equal_single_process_batches(sharded_ray_run, si
     reference = read_output(single_process[2])
     folder = sharded_ray_run.folder
     assert records_from_shards(folder) == reference.predictions
-    shards = segment.shard_paths(str(folder))
+    shards = outputs.shard_paths(str(folder))
     assert [Path(path).name for path in shards] == ["part-00000.jsonl", "part-00001.jsonl"]
     shard_images = [{json.loads(line)["image"]["file_name"] for line in Path(path).read_text().splitlines()}
                     for path in shards]  # batches come back whole, in the order they finish
@@ -218,10 +219,10 @@ def test_ray_resume_does_no_inference_work(ray_run, single_process, model_dir, i
 
     # the four finished images given by name: nothing to do, so no Ray pipeline is even started
     good_files = [str(input_dir / name) for name in GOOD_IMAGES]
-    code = segment.main(["--model", str(model_dir), *good_files, "--output-dir", str(folder),
+    code = cli.main(["--model", str(model_dir), *good_files, "--output-dir", str(folder),
                          "--threshold", str(CLI_THRESHOLD), "--ray", *RAY_WORKERS, "--resume"])
     err = capsys.readouterr().err
-    assert code == segment.EXIT_OK and "0 images done (4 kept from before), 0 failed" in err
+    assert code == cli.EXIT_OK and "0 images done (4 kept from before), 0 failed" in err
     assert "ray:" not in err
 
     # the whole folder: the broken files are tried and reported again, the finished images are not touched
@@ -237,7 +238,7 @@ def test_ray_resume_after_a_lost_shard_redoes_only_its_images(sharded_ray_run, s
     """The lost shard holds one whole planned batch, so the resumed run pads the same images together again."""
     folder = tmp_path / "out"
     shutil.copytree(sharded_ray_run.folder, folder)
-    first, second = segment.shard_paths(str(folder))
+    first, second = outputs.shard_paths(str(folder))
     lost = {json.loads(line)["image"]["file_name"] for line in Path(second).read_text().splitlines()}
     os.unlink(second)  # the shard in flight when the run crashed
     with open(first, "a") as stream:  # and a torn line at the end of the other one
@@ -247,20 +248,43 @@ def test_ray_resume_after_a_lost_shard_redoes_only_its_images(sharded_ray_run, s
     assert (summary.done, summary.skipped, summary.inferred_images) == (len(lost), 4 - len(lost), len(lost))
     assert records_from_shards(folder) == read_output(single_process[2]).predictions
     assert Path(first).read_text().endswith("file_na")  # old shards are never rewritten; the resumed run adds one
-    assert len(segment.shard_paths(str(folder))) == 2
+    assert len(outputs.shard_paths(str(folder))) == 2
+
+
+# An error-level line of Ray's C++ core ("[2026-12-07 14:51:55,618 E 16532 16532] core_worker.cc:2465: ...") or of
+# Python logging ("2026-12-07 14:51:43,970\tERROR worker.py:...").
+ERROR_LEVEL_LINE = re.compile(r"^\[[^\]]*\d \s*[EF] \d+ \d+\]|\b(ERROR|CRITICAL|FATAL)\b")
+
+
+def error_level_lines(stderr: str):
+    return [line for line in stderr.splitlines() if ERROR_LEVEL_LINE.search(line)]
+
+
+def test_error_level_line_pattern():
+    """The pattern finds the line Ray printed on healthy runs before the actor pool stopped asking for restarts."""
+    seen = ("[2026-12-07 14:51:55,618 E 16532 16532] core_worker.cc:2465: Actor with class name: "
+            "'MapWorker(MapBatches(RayInferenceWorker))' and ID: '35' has constructor arguments in the object store "
+            "and max_restarts > 0.")
+    assert error_level_lines(f"ray: 2 workers\n{seen}\n4 images done") == [seen]
+    assert error_level_lines("2026-12-07 14:51:43,970\tWARNING authentication_token_setup.py:85 -- Token\n"
+                             "[2026-12-07 14:51:55,618 W 1 1] worker.cc:1: warning\n") == []
 
 
 def test_cli_subprocess_joins_a_running_cluster(ray_cluster, single_process, model_dir, input_dir, tmp_path):
-    """`python segment.py ... --ray ADDRESS` from a shell: a second driver on the module's instance."""
+    """`python segment.py ... --ray ADDRESS` from a shell: a second driver on the module's instance. A healthy run
+    (only the broken inputs fail) prints no error-level line: the inference actors are created with
+    max_restarts=0, the combination with Ray Data's object-store constructor arguments that Ray logs as an error
+    is gone."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     completed = subprocess.run(
         [sys.executable, str(REPO_ROOT / "segment.py"),
          *cli_arguments(model_dir, input_dir, tmp_path / "out", "--ray", ray_cluster.address, *RAY_WORKERS,
                         "--no-overlays")],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=400)
-    assert completed.returncode == segment.EXIT_FAILURES, completed.stderr
+    assert completed.returncode == cli.EXIT_FAILURES, completed.stderr
     assert "ray: 2 workers x 0.75 CPUs (1 torch threads)" in completed.stderr
     assert "4 images done, 2 failed" in completed.stderr
+    assert error_level_lines(completed.stderr) == [], completed.stderr
     got = read_output(tmp_path / "out")
     assert got.predictions == read_output(single_process[1]).predictions
     assert {failure["file_name"] for failure in got.failures} == BROKEN_INPUTS
@@ -275,7 +299,7 @@ def test_unreachable_cluster_is_a_start_error_that_keeps_earlier_results(ray_run
         [sys.executable, str(REPO_ROOT / "segment.py"),
          *cli_arguments(model_dir, input_dir, folder, "--ray", "127.0.0.1:1")],
         capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), cwd=tmp_path, timeout=300)
-    assert completed.returncode == segment.EXIT_FATAL, completed.stderr
+    assert completed.returncode == cli.EXIT_FATAL, completed.stderr
     assert "error: No Ray cluster answers at 127.0.0.1:1" in completed.stderr
     assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
 
@@ -291,49 +315,52 @@ def test_without_ray_the_cli_says_how_to_install_it(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "in" / "x.png")
     script = ("import sys; import segment; assert 'ray' not in sys.modules, 'import segment imported ray'; "
               "sys.modules['ray'] = None; "
-              f"sys.exit(segment.main(['--model', 'unused', {str(tmp_path / 'in')!r}, '--output-dir', "
+              f"sys.exit(cli.main(['--model', 'unused', {str(tmp_path / 'in')!r}, '--output-dir', "
               f"{str(tmp_path / 'out')!r}, '--ray']))")
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT,
                                timeout=300)
-    assert completed.returncode == segment.EXIT_FATAL, completed.stderr
-    assert completed.stderr.strip() == f"error: {segment.RAY_HINT}"
-    assert "pip install -r requirements-ray.txt" in segment.RAY_HINT
+    assert completed.returncode == cli.EXIT_FATAL, completed.stderr
+    assert completed.stderr.strip() == f"error: {ray_runner.RAY_HINT}"
+    assert "pip install -r requirements-ray.txt" in ray_runner.RAY_HINT
 
 
 def test_hub_files_never_import_ray():
-    for name in HUB_FILES + ("segment.py",):
-        path = REPO_ROOT / name
+    """The Hub files never import ray; segment.py and the batch package only lazily, inside the --ray path."""
+    package = sorted((REPO_ROOT / "mask_rcnn_batch").glob("*.py"))
+    assert package, "the batch package is missing"
+    for path in [REPO_ROOT / name for name in HUB_FILES] + [REPO_ROOT / "segment.py", *package]:
         if not path.is_file():
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        nodes = tree.body if name == "segment.py" else list(ast.walk(tree))  # segment.py: only lazily, inside --ray
+        lazy_allowed = path.name == "segment.py" or path.parent.name == "mask_rcnn_batch"
+        nodes = tree.body if lazy_allowed else list(ast.walk(tree))
         for node in nodes:
             modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(module == "ray" or module.startswith("ray.") for module in modules), (name, modules)
+            assert not any(module == "ray" or module.startswith("ray.") for module in modules), (path.name, modules)
 
 
 def test_plan_ray_resources_defaults_and_overrides():
-    laptop = segment.plan_ray_resources([2.0], 0.0)
+    laptop = ray_runner.plan_ray_resources([2.0], 0.0)
     assert (laptop.workers, laptop.cpus_per_worker, laptop.threads_per_worker) == (1, 1.5, 2)
-    two = segment.plan_ray_resources([2.0], 0.0, workers=2)
+    two = ray_runner.plan_ray_resources([2.0], 0.0, workers=2)
     assert (two.workers, two.cpus_per_worker, two.threads_per_worker) == (2, 0.75, 1)
-    cpu_cluster = segment.plan_ray_resources([16.0] * 4, 0.0)  # one worker per node
+    cpu_cluster = ray_runner.plan_ray_resources([16.0] * 4, 0.0)  # one worker per node
     assert (cpu_cluster.workers, cpu_cluster.cpus_per_worker, cpu_cluster.threads_per_worker) == (4, 15.5, 16)
     assert (laptop.prepare_task_cpus, cpu_cluster.prepare_task_cpus) == (0.5, 0.5)
-    gpu_nodes = segment.plan_ray_resources([64.0, 64.0], 16.0, gpus_per_worker=1.0)  # most CPUs left to decode
+    gpu_nodes = ray_runner.plan_ray_resources([64.0, 64.0], 16.0, gpus_per_worker=1.0)  # most CPUs left to decode
     assert (gpu_nodes.workers, gpu_nodes.cpus_per_worker, gpu_nodes.gpus_per_worker) == (16, 2.0, 1.0)
     assert gpu_nodes.prepare_task_cpus == 1.0  # with GPUs decoding is the bottleneck: a whole core per task
-    shared_gpus = segment.plan_ray_resources([8.0], 2.0, gpus_per_worker=0.5)
+    shared_gpus = ray_runner.plan_ray_resources([8.0], 2.0, gpus_per_worker=0.5)
     assert (shared_gpus.workers, shared_gpus.cpus_per_worker) == (4, 1.75)
-    explicit = segment.plan_ray_resources([8.0], 0.0, workers=3, cpus_per_worker=2.0)
+    explicit = ray_runner.plan_ray_resources([8.0], 0.0, workers=3, cpus_per_worker=2.0)
     assert (explicit.workers, explicit.cpus_per_worker, explicit.threads_per_worker) == (3, 2.0, 2)
-    with pytest.raises(segment.SegmentError, match="--workers"):
-        segment.plan_ray_resources([8.0], 0.0, workers=0)
+    with pytest.raises(SegmentError, match="--workers"):
+        ray_runner.plan_ray_resources([8.0], 0.0, workers=0)
 
 
 def _entry(file_name: str) -> dict:
-    image_id = segment.stable_image_id(file_name)
+    image_id = records.stable_image_id(file_name)
     return {"image": {"id": image_id, "file_name": file_name, "width": 4, "height": 3},
             "annotations": [{"image_id": image_id, "file_name": file_name, "category_id": 1,
                              "bbox": [0.0, 0.0, 1.0, 1.0], "score": 0.5}]}
@@ -341,35 +368,35 @@ def _entry(file_name: str) -> dict:
 
 def test_sharded_output_rolls_over_resumes_in_new_shards_and_reads_both_forms(tmp_path, capsys):
     info, categories = {"threshold": 0.5, "mask_threshold": 0.5}, [{"id": 1, "name": "person"}]
-    output = segment.ShardedOutputFolder(str(tmp_path), False, info, categories, images_per_shard=2)
+    output = outputs.ShardedOutputFolder(str(tmp_path), False, info, categories, images_per_shard=2)
     output.add([_entry("a.png"), _entry("b.png")])
     output.add([_entry("c.png")])
     output.fail("bad.png", "/x/bad.png", "OSError: broken")
     output.finish()
-    assert [Path(path).name for path in segment.shard_paths(str(tmp_path))] == ["part-00000.jsonl",
+    assert [Path(path).name for path in outputs.shard_paths(str(tmp_path))] == ["part-00000.jsonl",
                                                                                 "part-00001.jsonl"]
-    assert sorted(segment.read_shards(str(tmp_path))) == ["a.png", "b.png", "c.png"]
+    assert sorted(outputs.read_shards(str(tmp_path))) == ["a.png", "b.png", "c.png"]
     assert json.loads((tmp_path / "failures.json").read_text())[0]["file_name"] == "bad.png"
 
     # resume: images of both forms count as done (here d.png from a single-file run's journal); new shard index
     (tmp_path / "predictions.jsonl").write_text(json.dumps(_entry("d.png")) + "\n")
-    resumed = segment.ShardedOutputFolder(str(tmp_path), True, info, categories, images_per_shard=2)
+    resumed = outputs.ShardedOutputFolder(str(tmp_path), True, info, categories, images_per_shard=2)
     assert all(resumed.is_finished(name) for name in ("a.png", "b.png", "c.png", "d.png"))
     assert not resumed.is_finished("e.png") and resumed.previous_info == info
     resumed.add([_entry("e.png")])
     resumed.finish()
-    assert Path(segment.shard_paths(str(tmp_path))[-1]).name == "part-00002.jsonl"
-    assert sorted(segment.load_finished(str(tmp_path))) == ["a.png", "b.png", "c.png", "d.png", "e.png"]
+    assert Path(outputs.shard_paths(str(tmp_path))[-1]).name == "part-00002.jsonl"
+    assert sorted(outputs.load_finished(str(tmp_path))) == ["a.png", "b.png", "c.png", "d.png", "e.png"]
 
     # a single-file resume keeps the shards' images in predictions.json
-    single = segment.OutputFolder(str(tmp_path), True, info, categories)
+    single = outputs.OutputFolder(str(tmp_path), True, info, categories)
     single.finish()
     names = {record["file_name"] for record in json.loads((tmp_path / "predictions.json").read_text())}
     assert names == {"a.png", "b.png", "c.png", "d.png", "e.png"}
 
     # a fresh run (no --resume) replaces the results of both forms
-    fresh = segment.ShardedOutputFolder(str(tmp_path), False, info, categories)
+    fresh = outputs.ShardedOutputFolder(str(tmp_path), False, info, categories)
     fresh.finish()
     assert "replacing the results" in capsys.readouterr().err
-    assert segment.shard_paths(str(tmp_path)) == [] and not (tmp_path / "predictions.json").exists()
-    assert segment.load_finished(str(tmp_path)) == {}
+    assert outputs.shard_paths(str(tmp_path)) == [] and not (tmp_path / "predictions.json").exists()
+    assert outputs.load_finished(str(tmp_path)) == {}

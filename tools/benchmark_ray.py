@@ -4,8 +4,8 @@
     python tools/benchmark_ray.py [--model DIR] [--images 16] [--batch-size 1] [--repeats 3] [--workers 1,2]
         [--threshold 0.05] [--no-overlays] [--json results.json]
 
-Every contender is `segment.run` (what `python segment.py ...` does) in a fresh Python process, one after the
-other (A B C A B C ... with --repeats): the single-process run with torch's default thread count, then
+Every contender is `mask_rcnn_batch.runner.run` (what `python segment.py ...` does) in a fresh Python process, one
+after the other (A B C A B C ... with --repeats): the single-process run with torch's default thread count, then
 `--ray --workers N` for each N, each starting its own local Ray instance (this machine's cores, 127.0.0.1 only) and
 shutting it down again. Reported per contender (median over repeats):
 
@@ -91,15 +91,17 @@ def contender_arguments(name: str, model: str, inputs: Path, output_dir: Path,
 
 
 def child_run(argv: Sequence[str]) -> None:
-    """One contender in this process: `segment.run`, then one JSON line with its summary on stdout."""
+    """One contender in this process: `runner.run` (what `python segment.py` does), then one JSON line with its
+    summary on stdout."""
     import torch
 
-    import segment
+    from mask_rcnn_batch.cli import parse_options
+    from mask_rcnn_batch.runner import run
 
-    arguments = segment.build_argument_parser().parse_args(list(argv))
-    summary, _ = segment.run(arguments)
+    options = parse_options(list(argv))
+    summary, _ = run(options)
     print(json.dumps({"done": summary.done, "failed": summary.failed, "seconds": summary.seconds,
-                      "finished_batches": summary.finished_batches, "workers": arguments.workers or 1,
+                      "finished_batches": summary.finished_batches, "workers": (options.ray.workers if options.ray else None) or 1,
                       "worker_threads": sorted(set(summary.worker_threads.values())),
                       "process_threads": torch.get_num_threads()}))
 

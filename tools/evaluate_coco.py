@@ -36,7 +36,14 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-import segment  # noqa: E402  (the batch CLI's reusable loading, prediction and record functions)
+from inference_mask_rcnn import describe_failure, label_names  # noqa: E402
+from mask_rcnn_batch.errors import OutputWriteError, SegmentError  # noqa: E402
+from mask_rcnn_batch.inputs import plan_batches  # noqa: E402
+from mask_rcnn_batch.model import decode_image, load_model_and_processor, predict_images  # noqa: E402
+from mask_rcnn_batch.options import DTYPE_NAMES  # noqa: E402
+from mask_rcnn_batch.outputs import write_json_atomic  # noqa: E402
+from mask_rcnn_batch.records import COCO_CATEGORIES, coco_category_ids, detections_to_coco_records  # noqa: E402
+from mask_rcnn_batch.runner import Progress  # noqa: E402
 
 try:  # optional dependency of the repository, required here
     from pycocotools.coco import COCO
@@ -83,11 +90,11 @@ def dataset_category_ids(id2label: Mapping[Any, str], categories: Sequence[Mappi
     labels are matched by name; a dataset with other names but as many categories as the model has labels is
     matched in ascending id order (MMDetection's convention), with a warning.
     """
-    names = segment._label_names(id2label)
+    names = label_names(id2label)
     by_name = {str(category["name"]): int(category["id"]) for category in categories}
-    official = segment.coco_category_ids(id2label)
+    official = coco_category_ids(id2label)
     if official is not None:
-        official_by_name = {name: category_id for category_id, name in segment.COCO_CATEGORIES}
+        official_by_name = {name: category_id for category_id, name in COCO_CATEGORIES}
         if all(official_by_name.get(name, category_id) == category_id for name, category_id in by_name.items()):
             return official
     if all(name in by_name for name in names):
@@ -171,8 +178,8 @@ def format_stats(iou_type: str, values: Sequence[float]) -> str:
 
 
 def predict_dataset(model: Any, processor: Any, ground_truth: "COCO", image_ids: Sequence[int], images_dir: str,
-                    batch_size: int = 1, threshold: float = 0.0, mask_threshold: float = 0.5,
-                    dtype: str = "float32") -> Tuple[List[Dict[str, Any]], List[Dict[str, str]]]:
+                    batch_size: int = 1, threshold: float = 0.0,
+                    mask_threshold: float = 0.5) -> Tuple[List[Dict[str, Any]], List[Dict[str, str]]]:
     """Runs the model over dataset images; returns `(COCO results records, failures)`.
 
     Images are grouped by shape (sizes from the annotation file) into batches; a file that cannot be read is a
@@ -183,29 +190,29 @@ def predict_dataset(model: Any, processor: Any, ground_truth: "COCO", image_ids:
     sizes = [(int(image.get("height", 0)), int(image.get("width", 0))) for image in images]
     records: List[Dict[str, Any]] = []
     failures: List[Dict[str, str]] = []
-    progress = segment._Progress(len(images))
+    progress = Progress(len(images))
     try:
-        for batch_indices in segment.plan_batches(sizes, batch_size):
+        for batch_indices in plan_batches(sizes, batch_size):
             decoded = []
             for index in batch_indices:
                 image = images[index]
                 path = os.path.join(images_dir, image["file_name"])
                 try:
-                    decoded.append((image, segment.decode_image(path, processor)))
+                    decoded.append((image, decode_image(path, processor)))
                 except (OSError, ValueError, TypeError) as error:
                     failures.append({"file_name": image["file_name"], "path": path,
-                                     "error": segment._error_text(error)})
+                                     "error": describe_failure(error)})
                     progress.message(f"skipped {image['file_name']}: {failures[-1]['error']}")
             if decoded:
-                results = segment.predict_images(model, processor, [rgb for _, rgb in decoded], threshold,
-                                                 mask_threshold, dtype)
+                results = predict_images(model, processor, [rgb for _, rgb in decoded], threshold,
+                                         mask_threshold)
                 for (image, _), result in zip(decoded, results):
                     height, width = result["masks"].shape[-2:]
                     if (image.get("height"), image.get("width")) not in ((None, None), (height, width)):
                         progress.message(f"warning: {image['file_name']} decodes to {width}x{height}, the "
                                          f"annotation file says {image.get('width')}x{image.get('height')}")
-                    records.extend(segment.detections_to_coco_records(result, image["id"], category_ids,
-                                                                      image["file_name"]))
+                    records.extend(detections_to_coco_records(result, image["id"], category_ids,
+                                                              image["file_name"]))
             progress.update(len(batch_indices), detections=len(records))
     finally:
         progress.close()
@@ -225,8 +232,8 @@ def build_argument_parser() -> argparse.ArgumentParser:
                         help="score threshold of the written detections (0: all, like MMDetection's evaluation)")
     parser.add_argument("--mask-threshold", type=float, default=0.5, help="mask binarisation threshold (0.5)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cpu)")
-    parser.add_argument("--dtype", default="float32", choices=sorted(segment.DTYPES),
-                        help="compute precision (torch.autocast for bfloat16/float16; float32)")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPE_NAMES),
+                        help="compute precision: the weights are cast to it (float32)")
     return parser
 
 
@@ -262,14 +269,13 @@ def run(arguments: argparse.Namespace) -> Tuple[Dict[str, List[float]], List[Dic
                   "without records count as having no detections)", file=sys.stderr)
     else:
         try:
-            model, processor = segment.load_model_and_processor(arguments.model, arguments.device)
-        except segment.SegmentError as error:
+            model, processor = load_model_and_processor(arguments.model, arguments.device, arguments.dtype)
+        except SegmentError as error:
             raise EvaluationError(str(error)) from None
         records, failures = predict_dataset(model, processor, ground_truth, image_ids, arguments.images,
-                                            arguments.batch_size, arguments.threshold, arguments.mask_threshold,
-                                            arguments.dtype)
+                                            arguments.batch_size, arguments.threshold, arguments.mask_threshold)
         if arguments.output:
-            segment.write_json_atomic(arguments.output, records)
+            write_json_atomic(arguments.output, records)
             print(f"wrote {len(records)} results to {arguments.output}", file=sys.stderr)
         if failures:
             failed = {failure["file_name"] for failure in failures}
@@ -286,7 +292,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         stats, failures = run(arguments)
-    except (EvaluationError, segment.SegmentError) as error:
+    except (EvaluationError, SegmentError, OutputWriteError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print()
