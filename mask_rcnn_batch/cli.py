@@ -1,9 +1,46 @@
 # Copyright 2026 The Mask R-CNN Hub port authors. Apache-2.0.
 """The batch CLI (`python segment.py ...`): arguments -> `RunOptions` -> `runner.run` -> summary and exit status.
 
-Exit status: 0 all images done, 1 some inputs failed or the run stopped (a model error without --keep-going, an
-output file that could not be written; the finished images are kept and --resume continues), 2 the run could not
-start (bad arguments, no inputs, model not loadable), 130 interrupted.
+INPUT is an image file (any extension), a folder (searched recursively for image extensions) or a glob pattern
+(`**` allowed). Every image gets a `file_name`: its path relative to the input root, the deepest folder common to
+all inputs (a folder input is its own root, a file's root is its folder, a glob's root is the folder before its
+first wildcard), with `/` separators.
+
+Outputs in OUT:
+
+* `predictions.json`   COCO results format, one record per instance: `image_id`, `file_name`, `category_id`,
+                       `bbox` [x, y, w, h] (original pixels, float), `score`, `segmentation` compressed RLE
+                       `{"size": [h, w], "counts": str}` — loadable with `pycocotools.coco.COCO.loadRes`.
+* `predictions.jsonl`  the journal: one line per finished image (`{"image": {...}, "annotations": [...]}`),
+                       appended and fsync'ed after every batch (after the batch's overlays are written);
+                       `predictions.json` is assembled from it at the end (also after an error or Ctrl-C), and
+                       `--resume` reads it back after a hard kill.
+* `images.json`        COCO-style `{"info", "images", "categories"}` of every processed image (also the images
+                       without detections, which `predictions.json` cannot list).
+* `failures.json`      `[{"file_name", "path", "error"}]` of inputs that could not be processed.
+* `overlays/<file_name>.png`  the image with coloured masks, boxes and "label score" captions.
+
+With `--shard-output` (runs too large for one JSON file) the results are JSON-lines shards
+`predictions/part-NNNNN.jsonl` (the journal's lines, `--images-per-shard` images each, written as results come in)
+plus `predictions/info.json`, instead of the journal, `predictions.json` and `images.json`
+(`mask_rcnn_batch.outputs.read_shards(OUT)`). `--resume` skips the images already written in either form.
+
+`--ray [ADDRESS]` runs the same job as a Ray Data pipeline (`pip install -r requirements-ray.txt`, see
+`ray_runner`): same planned batches, same results at the same torch thread count. Without ADDRESS a local instance
+is started (this machine's cores, 127.0.0.1 only, no dashboard); `auto`, `HOST:PORT` or `ray://HOST:10001` joins a
+cluster; a Ray instance the calling process already has is reused.
+
+`image_id` is stable across runs, machines and shards: the first 52 bits of SHA-256 of `file_name` as an integer
+(`records.stable_image_id`). `category_id` is COCO's official id (1..90 with gaps) when the model's classes are
+COCO's 80 classes in MMDetection's order, else the model's label index.
+
+Exit status: 0 all images done; 1 some inputs failed (their reasons are in failures.json and on stderr; the other
+images' results are written) or the run stopped with the finished images written: a model error (e.g. out of
+memory; with --ray the first one a worker reports) without `--keep-going`, or an output file that could not be
+written (disk full, permission denied, a file in the way: the message names the file and the reason; rerun with
+--resume once fixed); 2 the run could not start (bad arguments, no inputs, model not loadable); 130 interrupted.
+Unreadable files are always skipped and reported. With `--keep-going` a batch the model fails on is retried image
+by image and the images that still fail are reported and skipped; output errors are never retried.
 """
 
 from __future__ import annotations
