@@ -31,16 +31,15 @@ SHARD_INFO = "info.json"
 
 def os_reason(error: OSError, path: str) -> str:
     """The operating system's words for an error writing `path` ("No space left on device"), with the other path it
-    concerns when there is one ("... is a file, not a folder (File exists)" for a file in the way of a folder)."""
+    concerns when there is one, and "X is a file, not a folder (File exists)" for a file where a folder belongs."""
     reason = error.strerror or str(error)
     filename = getattr(error, "filename", None)
-    if filename is None or os.path.abspath(os.fsdecode(filename)) == os.path.abspath(path) or os.path.basename(
-            os.fsdecode(filename)).startswith(_temporary_prefix(path)):  # the path itself, or its own temporary file
-        return reason
+    if filename is None or os.path.basename(os.fsdecode(filename)).startswith(_temporary_prefix(path)):
+        return reason  # no path, or write_json_atomic's own temporary file: `path` says it
     filename = os.fsdecode(filename)
     if isinstance(error, (FileExistsError, NotADirectoryError)) and os.path.isfile(filename):
         return f"{filename} is a file, not a folder ({reason})"
-    return f"{reason}: {filename}"
+    return reason if os.path.abspath(filename) == os.path.abspath(path) else f"{reason}: {filename}"
 
 
 def _temporary_prefix(path: str) -> str:

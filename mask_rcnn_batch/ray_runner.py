@@ -12,6 +12,7 @@ pads the same images together and the results are the same.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import math
@@ -55,6 +56,16 @@ SHIPPED_ROOT_MODULES = ("configuration_mask_rcnn", "image_processing_mask_rcnn",
 # actor's constructor arguments through the object store, and Ray logs an error-level line at the creation of each
 # restartable actor whose arguments are there (core_worker.cc "... max_restarts > 0"); with 0 a healthy run logs none.
 WORKER_MAX_RESTARTS = 0
+
+
+def worker_restart_arguments(map_batches: Any) -> Dict[str, Any]:
+    """`{"max_restarts": WORKER_MAX_RESTARTS}` where this Ray's `Dataset.map_batches` takes it: a named parameter,
+    or (Ray 2.60 to 2.63) its deprecated `**ray_remote_args`; else {} (Ray's default restarts, and its log line)."""
+    parameters = inspect.signature(map_batches).parameters
+    if "max_restarts" in parameters or any(parameter.kind is parameter.VAR_KEYWORD
+                                           for parameter in parameters.values()):
+        return {"max_restarts": WORKER_MAX_RESTARTS}
+    return {}
 
 
 def require_ray(address: str = RAY_LOCAL) -> Any:
@@ -278,6 +289,8 @@ def _quiet_ray_data(ray: Any) -> Iterator[None]:
         with warnings.catch_warnings():
             # fewer planned batches left than workers is fine; Ray Data's warning about it is advice for others
             warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
+            # max_restarts has no named parameter in Ray 2.60 (see `worker_restart_arguments`)
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
             yield
     finally:
         context.target_max_block_size, context.enable_progress_bars = saved_context
@@ -330,7 +343,7 @@ def run_ray_pipeline(todo: Sequence[InputItem], options: RunOptions, output: Any
             dataset = dataset.map_batches(
                 RayInferenceWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=resources.workers),
                 num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker,
-                max_restarts=WORKER_MAX_RESTARTS,
+                **worker_restart_arguments(dataset.map_batches),
                 fn_constructor_kwargs={"model_id": model_id, "device": device,
                                        "threads": resources.threads_per_worker, "options": options.batch})
             for row in dataset.iter_rows():

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from inference_mask_rcnn import describe_failure, label_names, run_with_per_image_fallback
+from inference_mask_rcnn import (check_precision_allowed, describe_failure, label_names, resolve_compute_dtype,
+                                 run_with_per_image_fallback)
 
 from .errors import OutputWriteError, SegmentError
 from .inputs import IMAGE_EXTENSIONS, InputItem, Report, collect_inputs, decode_batch, iter_batches
@@ -170,7 +171,12 @@ def run(options: RunOptions) -> Tuple[RunSummary, Any]:
         raise SegmentError(f"No image files found in {' '.join(options.inputs)} (extensions: "
                            f"{', '.join(sorted(IMAGE_EXTENSIONS))}).")
     if options.ray is not None:  # the workers load the model; the driver only needs its labels
-        model, processor, id2label = None, None, load_model_config(options.model).id2label
+        config = load_model_config(options.model)
+        try:  # refused here, before any worker loads the model
+            check_precision_allowed(config, resolve_compute_dtype(options.batch.dtype), f"The model {options.model!r}")
+        except ValueError as error:
+            raise SegmentError(str(error)) from None
+        model, processor, id2label = None, None, config.id2label
     else:
         model, processor = load_model_and_processor(options.model, options.device or "cpu", options.batch.dtype)
         id2label = model.config.id2label
@@ -186,11 +192,14 @@ def run(options: RunOptions) -> Tuple[RunSummary, Any]:
             # then leaves them as they were. (With --resume nothing is replaced, and Ray is needed only if work is
             # left.)
             ray_connection.enter_context(ray_session(options.ray.address))
-        if options.shard_output:
-            output = ShardedOutputFolder(options.output_dir, options.resume, info, categories,
-                                         options.images_per_shard)
-        else:
-            output = OutputFolder(options.output_dir, options.resume, info, categories)
+        try:
+            if options.shard_output:
+                output = ShardedOutputFolder(options.output_dir, options.resume, info, categories,
+                                             options.images_per_shard)
+            else:
+                output = OutputFolder(options.output_dir, options.resume, info, categories)
+        except OutputWriteError as error:  # nothing was processed: the run could not start
+            raise SegmentError(f"The output folder cannot be used: {error}") from None
         summary = _process(items, input_problems, output, options, model, processor, category_ids,
                            label_names(id2label), info, ray_connection)
     return summary, output

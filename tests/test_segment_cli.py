@@ -387,6 +387,16 @@ def test_a_full_disk_stops_the_run_with_a_resumable_journal(cli, count_forwards,
     assert json.loads((tmp_path / "predictions.json").read_text()) == single_run.predictions
 
 
+def test_an_unusable_output_folder_is_a_start_error(cli, count_forwards, input_dir, tmp_path, capsys):
+    (tmp_path / "out").write_text("a file where the output folder belongs")
+    counter = count_forwards()
+    assert run_cli(cli, input_dir, tmp_path / "out") == 2
+    out = tmp_path / "out"
+    assert (f"error: The output folder cannot be used: could not write {out}: {out} is a file, not a folder (File "
+            "exists)" in capsys.readouterr().err)
+    assert counter.calls == 0
+
+
 def test_output_write_error_names_file_and_reason(tmp_path):
     (tmp_path / "taken").write_text("")
     with pytest.raises(OutputWriteError) as caught:

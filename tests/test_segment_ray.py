@@ -315,7 +315,7 @@ def test_without_ray_the_cli_says_how_to_install_it(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "in" / "x.png")
     script = ("import sys; import segment; assert 'ray' not in sys.modules, 'import segment imported ray'; "
               "sys.modules['ray'] = None; "
-              f"sys.exit(cli.main(['--model', 'unused', {str(tmp_path / 'in')!r}, '--output-dir', "
+              f"sys.exit(segment.main(['--model', 'unused', {str(tmp_path / 'in')!r}, '--output-dir', "
               f"{str(tmp_path / 'out')!r}, '--ray']))")
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT,
                                timeout=300)
@@ -338,6 +338,23 @@ def test_hub_files_never_import_ray():
             modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(module == "ray" or module.startswith("ray.") for module in modules), (path.name, modules)
+
+
+def test_inference_actors_are_not_restarted_on_every_ray_signature():
+    def named(fn, *, max_restarts=None, num_cpus=None):
+        pass
+
+    def remote_args(fn, *, num_cpus=None, **ray_remote_args):
+        pass
+
+    def neither(fn, *, num_cpus=None):
+        pass
+
+    assert ray_runner.worker_restart_arguments(named) == {"max_restarts": 0}
+    assert ray_runner.worker_restart_arguments(remote_args) == {"max_restarts": 0}
+    assert ray_runner.worker_restart_arguments(neither) == {}
+    ray_data = pytest.importorskip("ray.data")
+    assert ray_runner.worker_restart_arguments(ray_data.Dataset.map_batches) == {"max_restarts": 0}
 
 
 def test_plan_ray_resources_defaults_and_overrides():
