@@ -72,11 +72,13 @@ def test_missing_pycocotools_is_an_import_error_saying_how_to_install(monkeypatc
 
 def test_other_rle_users_are_thin_users_of_the_processor_module():
     import pipeline
-    import segment
+    from mask_rcnn_batch import records as segment
 
     masks = _random_masks(count=2, seed=5)
-    assert segment.encode_rles(masks) == processing.encode_masks_rle(masks)
-    assert segment.encode_rle(masks[0]) == processing.encode_mask_rle(masks[0])
+    result = {"boxes": torch.zeros((2, 4)), "scores": torch.ones(2), "labels": torch.zeros(2, dtype=torch.long),
+              "masks": torch.from_numpy(masks)}
+    rles = [record["segmentation"] for record in segment.detections_to_coco_records(result, image_id=1)]
+    assert rles == processing.encode_masks_rle(masks)
     assert pipeline.encode_mask_rle(torch.from_numpy(masks[1])) == processing.encode_mask_rle(masks[1])
     for module in (segment, pipeline):
         assert "mask_utils" not in vars(module) and "coco_mask" not in vars(module)
