@@ -15,20 +15,22 @@ It answers with the Hub's wire format, plain JSON types only, sorted by score:
 * object-detection: `[{"score": float, "label": str, "box": {...}}]`.
 
 A bad request raises a `ValueError` with one sentence (the toolkit answers HTTP 400 with it). The work is done by
-`pipeline.MaskRCNNRequestHandler`, shared with the transformers pipelines and the legacy `pipeline.PreTrainedPipeline`.
+`serving_mask_rcnn.MaskRCNNRequestHandler`, shared with the legacy `pipeline.PreTrainedPipeline`; it runs the
+transformers pipelines of pipeline.py.
 Model and image processor come from this folder's own code files (no `trust_remote_code` lookup); the device is CUDA
 when present, the dtype comes from the MASK_RCNN_DTYPE environment variable (float32 by default).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any, Dict, List
 
 try:  # a package sibling (e.g. loaded from transformers' module cache)
-    from .pipeline import MaskRCNNRequestHandler
+    from .serving_mask_rcnn import MaskRCNNRequestHandler
 except ImportError:  # loaded by file location with the model folder on sys.path, as the toolkit does
-    from pipeline import MaskRCNNRequestHandler
+    MaskRCNNRequestHandler = importlib.import_module("serving_mask_rcnn").MaskRCNNRequestHandler
 
 
 class EndpointHandler(MaskRCNNRequestHandler):

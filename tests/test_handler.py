@@ -35,7 +35,8 @@ import torch
 from PIL import Image
 
 import convert_mmdet_checkpoint as converter
-import pipeline as repo_pipeline
+import serving_mask_rcnn as serving
+from inference_mask_rcnn import resolve_compute_dtype
 from synthetic_model_folder import lean_synthetic_folder
 from test_hub_loading import IMAGES, PHOTO, REPO_ROOT, hub_user_env
 from widget_examples import replace_widget_block, split_front_matter
@@ -111,7 +112,8 @@ HANDLER_SCRIPT = textwrap.dedent(r'''
         "class": type(inference_handler).__name__, "device": str(inference_handler.device),
         "dtype": str(inference_handler.model.dtype),
         "module_files": {name: getattr(sys.modules.get(name), "__file__", None) for name in (
-            "pipeline", "modeling_mask_rcnn", "image_processing_mask_rcnn", "configuration_mask_rcnn")},
+            "serving_mask_rcnn", "pipeline", "inference_mask_rcnn", "modeling_mask_rcnn", "image_processing_mask_rcnn",
+            "configuration_mask_rcnn")},
     }
 
     from PIL import Image
@@ -203,7 +205,7 @@ HANDLER_SCRIPT = textwrap.dedent(r'''
     class Capture(logging.Handler):
         def emit(self, record):
             captured.append({"message": record.getMessage(), "has_traceback": record.exc_info is not None})
-    logging.getLogger("pipeline").addHandler(Capture())
+    logging.getLogger("serving_mask_rcnn").addHandler(Capture())
     def failing_forward(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (injected) in /secret/internal/path.py")
     inference_handler.model.forward = failing_forward
@@ -374,9 +376,25 @@ def _assert_one_sentence(message: str) -> None:
 
 
 def test_converter_copies_handler_into_converted_folders(model_dir):
-    assert "handler.py" in converter.CODE_FILES
-    for name in ("handler.py", "pipeline.py"):
+    assert {"handler.py", "serving_mask_rcnn.py", "inference_mask_rcnn.py"} <= set(converter.CODE_FILES)
+    for name in ("handler.py", "pipeline.py", "serving_mask_rcnn.py", "inference_mask_rcnn.py"):
         assert (model_dir / name).read_bytes() == (REPO_ROOT / name).read_bytes(), name
+
+
+def test_serving_lives_in_serving_mask_rcnn_and_pipeline_py_holds_pipelines():
+    """pipeline.py has no wire format, request parsing or status codes; its `PreTrainedPipeline` (the toolkit's
+    legacy entry point) is the serving module's class, imported only when asked for."""
+    import pipeline as repo_pipeline
+
+    for name in ("BadRequestError", "MaskRCNNRequestHandler", "to_wire_format", "encode_mask_png", "encode_mask_rle",
+                 "parse_request_parameters", "decode_request_image", "SERVING_TASKS", "MASK_FORMATS"):
+        assert name not in vars(repo_pipeline), name
+        assert hasattr(serving, name), name
+    assert repo_pipeline.PreTrainedPipeline is serving.PreTrainedPipeline
+    assert issubclass(serving.PreTrainedPipeline, serving.MaskRCNNRequestHandler)
+    probe = ("import sys, pipeline; assert 'serving_mask_rcnn' not in sys.modules; "
+             "pipeline.PreTrainedPipeline; assert 'serving_mask_rcnn' in sys.modules")
+    subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, check=True)
 
 
 def test_handler_is_loaded_as_the_toolkit_loads_it(served, model_dir):
@@ -521,7 +539,7 @@ def test_legacy_pre_trained_pipeline(legacy, served, model_dir):
 
 
 def test_request_parameters_are_parsed_and_checked():
-    parse = repo_pipeline.parse_request_parameters
+    parse = serving.parse_request_parameters
     assert parse(None) == ("image-segmentation", {}, "png")
     assert parse({"threshold": "0.25", "mask_threshold": 1, "overlap_mask_area_threshold": 0.9, "subtask": "instance",
                   "mask_format": "rle"}) == ("image-segmentation", {"threshold": 0.25, "mask_threshold": 1.0}, "rle")
@@ -537,10 +555,10 @@ def test_masks_encode_to_png_and_rle():
     mask = np.zeros((5, 7), dtype=bool)
     mask[1:4, 2:6] = True
     for source in (mask, torch.from_numpy(mask), Image.fromarray(mask.astype(np.uint8) * 255)):
-        png = _png_mask(repo_pipeline.encode_mask_png(source))
+        png = _png_mask(serving.encode_mask_png(source))
         assert png.mode == "L" and np.array_equal(np.asarray(png), mask.astype(np.uint8) * 255)
     mask_utils = pytest.importorskip("pycocotools.mask")
-    rle = repo_pipeline.encode_mask_rle(mask)
+    rle = serving.encode_mask_rle(mask)
     assert rle["size"] == [5, 7] and isinstance(rle["counts"], str)
     assert np.array_equal(mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}), mask)
 
@@ -550,13 +568,13 @@ def test_images_over_the_pixel_limit_are_bad_requests_that_say_so(model_dir):
 
     buffer = io.BytesIO()
     Image.new("1", (12000, 8000)).save(buffer, format="PNG")  # 96M pixels in a few KiB: over PIL's bomb limit
-    with pytest.raises(repo_pipeline.BadRequestError, match="is refused: .*pixels") as error:
-        repo_pipeline.decode_request_image(buffer.getvalue(), load_image)
+    with pytest.raises(serving.BadRequestError, match="is refused: .*pixels") as error:
+        serving.decode_request_image(buffer.getvalue(), load_image)
     _assert_one_sentence(str(error.value))
 
-    handler = repo_pipeline.MaskRCNNRequestHandler(str(model_dir), device="cpu")
+    handler = serving.MaskRCNNRequestHandler(str(model_dir), device="cpu")
     handler.image_processor.max_image_pixels = 10_000  # a PIL image body the toolkit decoded, over a server's limit
-    with pytest.raises(repo_pipeline.BadRequestError, match="is refused: .*pixels"):
+    with pytest.raises(serving.BadRequestError, match="is refused: .*pixels"):
         handler.handle({"inputs": Image.new("RGB", (200, 100))})
     handler.image_processor.max_image_pixels = None
     assert isinstance(handler.handle({"inputs": Image.new("RGB", (200, 100))}), list)
@@ -565,18 +583,19 @@ def test_images_over_the_pixel_limit_are_bad_requests_that_say_so(model_dir):
 def test_rle_without_pycocotools_is_a_clear_bad_request(monkeypatch):
     monkeypatch.setitem(sys.modules, "pycocotools", None)  # `import pycocotools` now raises ImportError
     monkeypatch.setitem(sys.modules, "pycocotools.mask", None)
-    with pytest.raises(repo_pipeline.BadRequestError, match="needs pycocotools, which this server does not have"):
-        repo_pipeline.parse_request_parameters({"mask_format": "rle"})
+    with pytest.raises(serving.BadRequestError, match="needs pycocotools, which this server does not have"):
+        serving.parse_request_parameters({"mask_format": "rle"})
 
 
 @pytest.mark.parametrize("value, expected", [(None, torch.float32), ("bf16", torch.bfloat16),
                                              ("torch.float16", torch.float16), (" Float32 ", torch.float32)])
 def test_serving_dtype_names(monkeypatch, value, expected):
+    """The endpoint's dtype names, read by the one precision rule (inference_mask_rcnn)."""
     monkeypatch.delenv("MASK_RCNN_DTYPE", raising=False)
-    assert repo_pipeline.serving_dtype(value) is expected
+    assert resolve_compute_dtype(value) is expected
     if value is not None:
         monkeypatch.setenv("MASK_RCNN_DTYPE", value)
-        assert repo_pipeline.serving_dtype() is expected
+        assert resolve_compute_dtype() is expected
 
 
 # ------------------------------------------------------------------------------------------------- the model card
