@@ -629,6 +629,12 @@ def encode_pasted_masks_rle(mask_probs: torch.Tensor, boxes: torch.Tensor, canva
     return [_rle_as_json(rle) for rle in encoded]
 
 
+def _segments_info(scores: torch.Tensor, labels: torch.Tensor) -> list[dict[str, Any]]:
+    """transformers' `segments_info` of instances 0..N-1: `{"id", "label_id", "score", "was_fused": False}`."""
+    return [{"id": index, "label_id": int(labels[index]), "score": float(scores[index]), "was_fused": False}
+            for index in range(scores.shape[0])]
+
+
 def rescale_boxes(boxes: torch.Tensor, width_scale: float, height_scale: float) -> torch.Tensor:
     """Boxes (N, 4) from the resized frame to the original: float32 division by `[w_s, h_s, w_s, h_s]`, no clip."""
     factors = torch.tensor([width_scale, height_scale, width_scale, height_scale], dtype=torch.float32,
@@ -984,14 +990,22 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             threshold: keeps detections with `score >= threshold` (0.0 keeps all of the model's detections).
             mask_threshold: a pixel belongs to an instance when its pasted probability is `>= mask_threshold`.
             target_sizes: (batch_size, 2) (height, width) of the canvas instead of the original sizes.
-            return_binary_maps: True: `masks` (N, H, W) bool. False: `segmentation` (H, W) int64 with the index of
-                the highest-scoring instance covering each pixel (-1 for none) and `segments_info`.
+            return_binary_maps: True (default): every instance's full mask, overlaps kept, as `masks` (N, H, W) bool
+                and — the format of transformers' own instance-segmentation models with `return_binary_maps=True`
+                — as `segmentation` (the same tensor, not a copy) with `segments_info`; with no instance
+                `segmentation` is an (H, W) map of -1, as in transformers. This is what
+                `supervision.Detections.from_transformers` reads. False: `segmentation` (H, W) int64 with the index
+                of the highest-scoring instance covering each pixel (-1 for none) and `segments_info`; pixels where
+                instances overlap belong to one instance only.
             return_rle: `rle_masks`, a list of COCO compressed RLE dicts `{"size": [H, W], "counts": str}`, instead
-                of `masks` — the same masks, without ever holding N x H x W (needs pycocotools).
+                of dense masks — the same masks, without ever holding N x H x W (needs pycocotools). The result then
+                has no `masks` and no `segmentation`: tools that read those (supervision) see boxes only; decode
+                with `decode_mask_rle` first. Cannot be combined with `return_binary_maps=False`.
 
         Returns:
             one dict per image with `scores` (N,), `labels` (N,) int64, `boxes` (N, 4) float32 in canvas pixels and
-            `masks`, `rle_masks` or `segmentation` + `segments_info`, by descending score.
+            `masks` + `segmentation` + `segments_info`, `rle_masks`, or `segmentation` + `segments_info`, by
+            descending score. `segments_info[i]` is `{"id": i, "label_id", "score", "was_fused": False}`.
         """
         if return_rle and not return_binary_maps:
             raise ValueError("return_rle=True encodes the per-instance binary masks; it cannot be combined with "
@@ -1010,7 +1024,10 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             if return_rle:
                 result["rle_masks"] = encode_pasted_masks_rle(mask_probs, boxes, height, width, mask_threshold)
             elif return_binary_maps:
-                result["masks"] = paste_masks(mask_probs, boxes, height, width, mask_threshold)
+                masks = paste_masks(mask_probs, boxes, height, width, mask_threshold)
+                no_instance_map = torch.full((height, width), -1, dtype=torch.int64, device=boxes.device)
+                result.update({"masks": masks, "segmentation": masks if len(masks) else no_instance_map,
+                               "segments_info": _segments_info(scores, labels)})
             else:
                 result.update(self._segmentation_map(mask_probs, boxes, scores, labels, height, width, mask_threshold))
             results.append(result)
@@ -1024,9 +1041,7 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         for index, rows, columns, window in iter_pasted_masks(mask_probs, boxes, height, width, mask_threshold):
             region = segmentation[rows, columns]
             region[window & (region < 0)] = index
-        segments_info = [{"id": index, "label_id": int(labels[index]), "score": float(scores[index]),
-                          "was_fused": False} for index in range(scores.shape[0])]
-        return {"segmentation": segmentation, "segments_info": segments_info}
+        return {"segmentation": segmentation, "segments_info": _segments_info(scores, labels)}
 
 
 __all__ = ["MaskRCNNImageProcessor", "ImageTooLargeError", "DEFAULT_MAX_IMAGE_PIXELS", "load_image",
