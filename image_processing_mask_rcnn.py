@@ -76,6 +76,11 @@ class ImageTooLargeError(ValueError, OSError):
     """
 
 
+# Errors whose own class is kept when the processor adds an image's position in the batch to the message (other
+# OSErrors, e.g. PIL's UnidentifiedImageError, become plain OSErrors).
+_CONTEXT_KEEPS_TYPE = (ImageTooLargeError, FileNotFoundError, IsADirectoryError, PermissionError)
+
+
 def check_pixel_count(height: int, width: int, max_pixels: Optional[int], name: str) -> None:
     """Raises ImageTooLargeError when `height * width` exceeds `max_pixels` (None: no limit); `name` names the input."""
     if max_pixels is not None and height * width > max_pixels:
@@ -108,7 +113,8 @@ def load_image(source: Union[str, os.PathLike, bytes, Image.Image],
             `PIL.Image.MAX_IMAGE_PIXELS`).
 
     Raises:
-        OSError: the file is missing, empty, truncated or not an image (the message names the file).
+        FileNotFoundError / IsADirectoryError: the path does not exist / is a directory (the message names it).
+        OSError: the file is empty, truncated or not an image (the message names the file).
         ImageTooLargeError: (an OSError and a ValueError) the image has more than `max_pixels` pixels.
         TypeError: `source` is of another type.
     """
@@ -119,6 +125,11 @@ def load_image(source: Union[str, os.PathLike, bytes, Image.Image],
         stream, name = io.BytesIO(source), f"<{len(source)} bytes>"
     elif isinstance(source, (str, os.PathLike)):
         stream, name = os.fspath(source), repr(os.fspath(source))
+        if os.path.isdir(stream):
+            raise IsADirectoryError(f"Could not read image {name}: it is a directory, not an image file; pass the "
+                                    "image files in it instead.")
+        if not os.path.exists(stream):
+            raise FileNotFoundError(f"Could not read image {name}: the file does not exist.")
     else:
         raise TypeError(f"Cannot load an image from {type(source).__name__}; pass a path, bytes or a PIL image.")
     try:
@@ -833,8 +844,8 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         try:
             return to_rgb_array(image, max_pixels)
         except (ValueError, TypeError, OSError) as error:
-            if isinstance(error, ImageTooLargeError):
-                error_type = ImageTooLargeError
+            if type(error) in _CONTEXT_KEEPS_TYPE:
+                error_type = type(error)
             else:
                 error_type = OSError if isinstance(error, OSError) else type(error)
             raise error_type(f"{where}: {error}") from error

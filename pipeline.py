@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib
+import io
 import json
 import logging
 import os
@@ -92,7 +93,13 @@ def fetch_image_url(url: str, timeout: Optional[float]) -> bytes:
 def resolve_image_source(image: Any, timeout: Optional[float] = None) -> Any:
     """What the image processor decodes: a path stays a path; URLs, base64 strings and data URIs become bytes.
 
-    PIL images, bytes, numpy arrays and tensors are returned unchanged (the processor reads all of them).
+    PIL images, bytes, numpy arrays and tensors are returned unchanged (the processor reads all of them). Text that
+    is not a URL, a data URI or base64 of an image file is a path and is returned as given, so the processor's
+    `load_image` names it in its error when it is missing or a directory.
+
+    Raises:
+        ValueError: a data URI whose base64 payload cannot be decoded.
+        OSError: a URL that cannot be downloaded.
     """
     if isinstance(image, os.PathLike):
         image = os.fspath(image)
@@ -100,15 +107,35 @@ def resolve_image_source(image: Any, timeout: Optional[float] = None) -> Any:
         return image
     if URL_PATTERN.match(image):
         return fetch_image_url(image, timeout)
-    if os.path.isfile(image):
+    if os.path.exists(image):
         return image
     text = DATA_URI_PATTERN.sub("", image, count=1)
-    if text != image or (len(text) >= 16 and _BASE64_PATTERN.match(text)):
+    if text != image:  # a data URI: base64 image data for certain
         try:
             return base64.b64decode(text, validate=False)
         except (binascii.Error, ValueError) as error:
             raise ValueError(f"Could not decode the base64 image string: {error}") from error
-    raise FileNotFoundError(f"Image file not found: {image!r} (not an http(s) URL or a base64 image either).")
+    if len(text) >= 16 and _BASE64_PATTERN.match(text):
+        encoded = _decoded_image_or_none(text)
+        if encoded is not None:
+            return encoded
+    return image  # a path that does not exist: the processor says so
+
+
+def _decoded_image_or_none(text: str) -> Optional[bytes]:
+    """The bytes of base64 `text` when they start like an image file PIL can identify, else None (e.g. a path
+    that happens to consist of base64 characters)."""
+    try:
+        encoded = base64.b64decode(text, validate=False)
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        with Image.open(io.BytesIO(encoded)):
+            return encoded
+    except Image.UnidentifiedImageError:
+        return None
+    except Exception:  # identified, but e.g. too large or truncated: the processor reports it with its own message
+        return encoded
 
 
 def checked_fraction(name: str, value: Any) -> float:

@@ -157,8 +157,32 @@ def test_resolve_image_source_forms(tmp_path):
     assert resolve_image_source("data:image/png;base64," + base64.b64encode(encoded).decode()) == encoded
     image, array = Image.open(PALETTE), np.zeros((4, 4, 3), np.uint8)
     assert resolve_image_source(image) is image and resolve_image_source(array) is array
-    with pytest.raises(FileNotFoundError, match="not-there.png"):
-        resolve_image_source(str(tmp_path / "not-there.png"))
+    missing = str(tmp_path / "not-there.png")
+    assert resolve_image_source(missing) == missing  # a path: the processor says it does not exist
+    assert resolve_image_source(str(tmp_path)) == str(tmp_path)
+    path_of_base64_characters = str(tmp_path / "photos" / "holiday")
+    assert resolve_image_source(path_of_base64_characters) == path_of_base64_characters  # not read as base64
+
+
+def test_a_directory_or_a_missing_path_is_named_as_given(segmenter, detector, tmp_path):
+    """Issue 20: a folder given to the pipeline is called a directory, with its path; a missing path is called
+    missing (never "<12 bytes>: not an image", which came from reading the path as base64)."""
+    folder = tmp_path / "photos" / "holiday"
+    folder.mkdir(parents=True)
+    for given in (str(folder), folder):
+        with pytest.raises(IsADirectoryError, match=f"Could not read image '{folder}': it is a directory"):
+            segmenter(given)
+    missing = str(tmp_path / "photos" / "summer")
+    with pytest.raises(FileNotFoundError, match=f"Could not read image '{missing}': the file does not exist"):
+        detector(missing)
+    failures = detector([str(folder), missing], errors="return")
+    assert failures[0]["error"].startswith("IsADirectoryError: ") and str(folder) in failures[0]["error"]
+    assert failures[1]["error"].startswith("FileNotFoundError: ") and missing in failures[1]["error"]
+    processor = segmenter.image_processor
+    with pytest.raises(IsADirectoryError, match=f"'{folder}': it is a directory, not an image file"):
+        processor([str(PHOTO), folder])
+    with pytest.raises(FileNotFoundError, match="image 1 of the batch .*the file does not exist"):
+        processor([str(PHOTO), missing])
 
 
 def test_urls_are_fetched_with_the_timeout(segmenter, monkeypatch):
