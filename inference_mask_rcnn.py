@@ -74,7 +74,8 @@ def check_precision_allowed(config: Any, dtype: torch.dtype, model_name: str = "
     if dtype != torch.float32 and getattr(config, "numerics", None) == EXACT_NUMERICS:
         raise ValueError(f"{model_name} is configured with numerics='exact', which runs in float32 only (it promises "
                          f"MMDetection's float32 results), so {dtype} was refused; ask for float32 (unset "
-                         f"{DTYPE_ENVIRONMENT_VARIABLE}, --dtype float32) or set numerics to 'fast' in its config.json.")
+                         f"{DTYPE_ENVIRONMENT_VARIABLE}, --dtype float32) or set numerics to 'fast' in its "
+                         "config.json.")
 
 
 def prepare_model_for_inference(model: torch.nn.Module, dtype: Union[str, torch.dtype, None] = None,

@@ -1,8 +1,9 @@
 # Copyright 2026 The Mask R-CNN Hub port authors. Apache-2.0.
 """Serving Mask R-CNN from the Hub: the wire format, request parsing and `MaskRCNNRequestHandler`.
 
-`handler.py`'s `EndpointHandler` (Inference Endpoints) and `pipeline.PreTrainedPipeline` (huggingface-inference-toolkit's
-legacy entry point) are thin faces of `MaskRCNNRequestHandler`, which loads a converted folder once and answers
+`handler.py`'s `EndpointHandler` (Inference Endpoints) and `pipeline.PreTrainedPipeline` (the legacy entry point of
+huggingface-inference-toolkit) are thin faces of `MaskRCNNRequestHandler`, which loads a converted folder once and
+answers
 
     {"inputs": <PIL image | image bytes | base64 text / data URI | http(s) URL>,
      "parameters": {"task": "image-segmentation" | "object-detection", "threshold": 0.5, "mask_threshold": 0.5,
@@ -273,8 +274,9 @@ class MaskRCNNRequestHandler:
 
 
 class PreTrainedPipeline(MaskRCNNRequestHandler):
-    """The legacy serving entry point: `pipeline.py` with `PreTrainedPipeline(path)` (pipeline.py hands out this class), as huggingface-inference-toolkit
-    loads it when a repository has no handler.py (and as the Hub's former widget backend called it).
+    """The legacy serving entry point: `pipeline.py` with `PreTrainedPipeline(path)` (pipeline.py hands out this
+    class), as huggingface-inference-toolkit loads it when a repository has no handler.py (and as the Hub's former
+    widget backend called it).
 
     `__call__(image)` answers with the wire format and default parameters (image segmentation, PNG masks); the
     toolkit passes the whole request instead (`{"inputs": ..., "parameters": {...}}`), which is answered like
