@@ -75,6 +75,10 @@ OPTIONAL_CODE_FILES = ("handler.py",)
 URL_PATTERN = re.compile(r"^https?://", re.IGNORECASE)
 DATA_URI_PATTERN = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 _BASE64_PATTERN = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}$")
+# Base64-looking text up to this length that does not decode to an image file is taken for a path (folder names
+# without dots are base64 characters); longer text is image data (a file name is at most 255 bytes on most
+# filesystems, and a path of base64 characters only, no dot, dash or underscore, that long is not met in practice).
+_LONGEST_PATH_LIKE_TEXT = 255
 _RELATIVE_IMPORT_PATTERN = re.compile(r"^\s*from\s+\.(\w+)\s+import", re.MULTILINE)
 # `errors=` of the pipelines: "raise" the first failure (default) or "return" {"error": reason} for each failed input.
 ERROR_MODES = ("raise", "return")
@@ -111,26 +115,33 @@ def resolve_image_source(image: Any, timeout: Optional[float] = None) -> Any:
         return image
     text = DATA_URI_PATTERN.sub("", image, count=1)
     if text != image:  # a data URI: base64 image data for certain
-        try:
-            return base64.b64decode(text, validate=False)
-        except (binascii.Error, ValueError) as error:
-            raise ValueError(f"Could not decode the base64 image string: {error}") from error
+        return _decode_base64(text)
     if len(text) >= 16 and _BASE64_PATTERN.match(text):
+        if len(text) > _LONGEST_PATH_LIKE_TEXT:  # image data (the processor says if it is not an image)
+            return _decode_base64(text)
         encoded = _decoded_image_or_none(text)
         if encoded is not None:
             return encoded
     return image  # a path that does not exist: the processor says so
 
 
+def _decode_base64(text: str) -> bytes:
+    """Bytes of base64 `text`, or a ValueError that says the text is not valid base64."""
+    try:
+        return base64.b64decode(text, validate=False)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError(f"Could not decode the base64 image string: {error}") from error
+
+
 def _decoded_image_or_none(text: str) -> Optional[bytes]:
     """The bytes of base64 `text` when they start like an image file PIL can identify, else None (e.g. a path
     that happens to consist of base64 characters)."""
     try:
-        encoded = base64.b64decode(text, validate=False)
-    except (binascii.Error, ValueError):
+        encoded = _decode_base64(text)
+    except ValueError:
         return None
     try:
-        with Image.open(io.BytesIO(encoded)):
+        with Image.open(io.BytesIO(encoded)):  # reads the header only
             return encoded
     except Image.UnidentifiedImageError:
         return None

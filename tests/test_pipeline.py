@@ -162,6 +162,8 @@ def test_resolve_image_source_forms(tmp_path):
     assert resolve_image_source(str(tmp_path)) == str(tmp_path)
     path_of_base64_characters = str(tmp_path / "photos" / "holiday")
     assert resolve_image_source(path_of_base64_characters) == path_of_base64_characters  # not read as base64
+    not_an_image = b"GIF89a but truncated" * 20
+    assert resolve_image_source(base64.b64encode(not_an_image).decode()) == not_an_image  # long: data, not a path
 
 
 def test_a_directory_or_a_missing_path_is_named_as_given(segmenter, detector, tmp_path):
