@@ -72,6 +72,7 @@ def test_missing_pycocotools_is_an_import_error_saying_how_to_install(monkeypatc
 
 def test_other_rle_users_are_thin_users_of_the_processor_module():
     import pipeline
+    import serving_mask_rcnn
     from mask_rcnn_batch import records as segment
 
     masks = _random_masks(count=2, seed=5)
@@ -79,8 +80,8 @@ def test_other_rle_users_are_thin_users_of_the_processor_module():
               "masks": torch.from_numpy(masks)}
     rles = [record["segmentation"] for record in segment.detections_to_coco_records(result, image_id=1)]
     assert rles == processing.encode_masks_rle(masks)
-    assert pipeline.encode_mask_rle(torch.from_numpy(masks[1])) == processing.encode_mask_rle(masks[1])
-    for module in (segment, pipeline):
+    assert serving_mask_rcnn.encode_mask_rle(torch.from_numpy(masks[1])) == processing.encode_mask_rle(masks[1])
+    for module in (segment, pipeline, serving_mask_rcnn):
         assert "mask_utils" not in vars(module) and "coco_mask" not in vars(module)
 
 
