@@ -1003,8 +1003,8 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             target_sizes: (batch_size, 2) (height, width) of the canvas instead of the original sizes.
             return_binary_maps: True (default): every instance's full mask, overlaps kept, as `masks` (N, H, W) bool
                 and — the format of transformers' own instance-segmentation models with `return_binary_maps=True`
-                — as `segmentation` (the same tensor, not a copy) with `segments_info`; with no instance
-                `segmentation` is an (H, W) map of -1, as in transformers. This is what
+                — as `segmentation` (the same tensor, not a copy: when moving results off a GPU, move it once)
+                with `segments_info`; with no instance `segmentation` is an (H, W) map of -1, as in transformers. This is what
                 `supervision.Detections.from_transformers` reads. False: `segmentation` (H, W) int64 with the index
                 of the highest-scoring instance covering each pixel (-1 for none) and `segments_info`; pixels where
                 instances overlap belong to one instance only.
