@@ -124,4 +124,4 @@ def predict_images(model: Any, processor: Any, images: Sequence[Any], threshold:
         for index in range(len(images)):
             result = processor.post_process_instance_segmentation(
                 _image_outputs(outputs, index), threshold=threshold, mask_threshold=mask_threshold)[0]
-            yield {name: value.cpu() if isinstance(value, torch.Tensor) else value for name, value in result.items()}
+            yield {name: result[name].cpu() for name in ("boxes", "scores", "labels", "masks")}
