@@ -44,7 +44,18 @@ CAFFE_STYLE_NORMALIZATION = {"image_mean": [103.53, 116.28, 123.675], "image_std
 DETECTRON2_RESNEXT_NORMALIZATION = {"image_mean": [103.53, 116.28, 123.675], "image_std": [57.375, 57.12, 58.395],
                                     "input_channel_order": "bgr"}
 
-_BACKBONE_STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+# Bottleneck blocks per stage (layer1..layer4) of each ResNet depth.
+BACKBONE_STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+
+def bottleneck_width(planes: int, groups: int, base_width: int) -> int:
+    """Channels inside a ResNet/ResNeXt bottleneck (its 1x1 -> 3x3 -> 1x1 middle), as MMDetection computes them.
+
+    ResNet (`groups == 1`): `planes` (64, 128, 256, 512 in stages 1-4). ResNeXt: `groups * (planes * base_width //
+    64)`, e.g. 128 in stage 1 of X-101-32x4d and 2048 in stage 4 of X-101-64x4d; the 3x3 convolution then has
+    `width // groups` input channels per group.
+    """
+    return planes if groups == 1 else (planes * base_width // 64) * groups
 
 
 class MaskRCNNConfig(_BaseConfig):
@@ -252,7 +263,7 @@ class MaskRCNNConfig(_BaseConfig):
     @property
     def backbone_stage_blocks(self) -> tuple[int, ...]:
         """Bottleneck blocks per ResNet stage (layer1..layer4)."""
-        return _BACKBONE_STAGE_BLOCKS[self.backbone_depth]
+        return BACKBONE_STAGE_BLOCKS[self.backbone_depth]
 
     @property
     def backbone_out_channels(self) -> list[int]:
@@ -275,8 +286,8 @@ class MaskRCNNConfig(_BaseConfig):
         def fail(message: str) -> None:
             raise ValueError(f"Invalid MaskRCNNConfig: {message}")
 
-        if self.backbone_depth not in _BACKBONE_STAGE_BLOCKS:
-            fail(f"backbone_depth must be one of {sorted(_BACKBONE_STAGE_BLOCKS)}, got {self.backbone_depth}.")
+        if self.backbone_depth not in BACKBONE_STAGE_BLOCKS:
+            fail(f"backbone_depth must be one of {sorted(BACKBONE_STAGE_BLOCKS)}, got {self.backbone_depth}.")
         if self.backbone_groups < 1 or self.backbone_base_width < 1:
             fail(f"backbone_groups ({self.backbone_groups}) and backbone_base_width ({self.backbone_base_width}) "
                  "must be positive.")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -34,20 +35,25 @@ import torch
 
 try:
     from .configuration_mask_rcnn import (
+        BACKBONE_STAGE_BLOCKS,
         CAFFE_STYLE_NORMALIZATION,
         COCO_CLASSES,
         DETECTRON2_RESNEXT_NORMALIZATION,
         PYTORCH_STYLE_NORMALIZATION,
         MaskRCNNConfig,
     )
+    from .modeling_mask_rcnn import MaskRCNNForInstanceSegmentation
 except ImportError:  # run as a script: python convert_mmdet_checkpoint.py
     from configuration_mask_rcnn import (
+        BACKBONE_STAGE_BLOCKS,
         CAFFE_STYLE_NORMALIZATION,
         COCO_CLASSES,
         DETECTRON2_RESNEXT_NORMALIZATION,
         PYTORCH_STYLE_NORMALIZATION,
         MaskRCNNConfig,
     )
+
+    MaskRCNNForInstanceSegmentation = importlib.import_module("modeling_mask_rcnn").MaskRCNNForInstanceSegmentation
 
 logger = logging.getLogger(__name__)
 
@@ -56,22 +62,42 @@ logger = logging.getLogger(__name__)
 # Checkpoint layout: MMDetection key names and shapes, and their names in MaskRCNNForInstanceSegmentation
 # ----------------------------------------------------------------------------------------------------------------
 
-# (MMDetection pattern, our replacement). Backbone names are identical (torchvision/MMDetection ResNet names).
-MMDET_TO_HF_KEY_RULES: Tuple[Tuple[str, str], ...] = (
-    (r"^backbone\.", "backbone."),
-    (r"^neck\.lateral_convs\.(\d+)\.conv\.", r"fpn.lateral_convs.\1."),
-    (r"^neck\.fpn_convs\.(\d+)\.conv\.", r"fpn.output_convs.\1."),
-    (r"^rpn_head\.rpn_conv\.", "rpn_head.conv."),
-    (r"^rpn_head\.rpn_cls\.", "rpn_head.objectness_logits."),
-    (r"^rpn_head\.rpn_reg\.", "rpn_head.box_deltas."),
-    (r"^roi_head\.bbox_head\.shared_fcs\.0\.", "box_head.fc1."),
-    (r"^roi_head\.bbox_head\.shared_fcs\.1\.", "box_head.fc2."),
-    (r"^roi_head\.bbox_head\.fc_cls\.", "box_head.class_logits."),
-    (r"^roi_head\.bbox_head\.fc_reg\.", "box_head.box_deltas."),
-    (r"^roi_head\.mask_head\.convs\.(\d+)\.conv\.", r"mask_head.convs.\1."),
-    (r"^roi_head\.mask_head\.upsample\.", "mask_head.upsample."),
-    (r"^roi_head\.mask_head\.conv_logits\.", "mask_head.mask_logits."),
+# (MMDetection prefix, our prefix) of each part of the model, listed in MMDetection's state-dict order (the box
+# head's fc_cls/fc_reg come before its shared_fcs there). "{index}" stands for a module-list index. Backbone names
+# are identical (torchvision/MMDetection ResNet names). Both renaming directions are derived from this table.
+KEY_PREFIX_RULES: Tuple[Tuple[str, str], ...] = (
+    ("backbone.", "backbone."),
+    ("neck.lateral_convs.{index}.conv.", "fpn.lateral_convs.{index}."),
+    ("neck.fpn_convs.{index}.conv.", "fpn.output_convs.{index}."),
+    ("rpn_head.rpn_conv.", "rpn_head.conv."),
+    ("rpn_head.rpn_cls.", "rpn_head.objectness_logits."),
+    ("rpn_head.rpn_reg.", "rpn_head.box_deltas."),
+    ("roi_head.bbox_head.fc_cls.", "box_head.class_logits."),
+    ("roi_head.bbox_head.fc_reg.", "box_head.box_deltas."),
+    ("roi_head.bbox_head.shared_fcs.0.", "box_head.fc1."),
+    ("roi_head.bbox_head.shared_fcs.1.", "box_head.fc2."),
+    ("roi_head.mask_head.convs.{index}.conv.", "mask_head.convs.{index}."),
+    ("roi_head.mask_head.upsample.", "mask_head.upsample."),
+    ("roi_head.mask_head.conv_logits.", "mask_head.mask_logits."),
 )
+
+
+def _prefix_pattern(prefix: str) -> "re.Pattern[str]":
+    """Regex matching a key that starts with `prefix`, capturing the `{index}` and the rest of the key."""
+    return re.compile("^" + re.escape(prefix).replace(re.escape("{index}"), r"(?P<index>\d+)") + r"(?P<rest>.*)$")
+
+
+_MMDET_TO_HF = tuple((_prefix_pattern(mmdet), hf) for mmdet, hf in KEY_PREFIX_RULES)
+_HF_TO_MMDET = tuple((_prefix_pattern(hf), mmdet) for mmdet, hf in KEY_PREFIX_RULES)
+
+
+def _rename(key: str, rules: Sequence[Tuple["re.Pattern[str]", str]], kind: str) -> Tuple[int, str]:
+    """(index of the matching rule, renamed key); `KeyError` naming `kind` when no rule matches."""
+    for rule_index, (pattern, target) in enumerate(rules):
+        match = pattern.match(key)
+        if match:
+            return rule_index, target.format(index=match.groupdict().get("index")) + match.group("rest")
+    raise KeyError(f"'{key}' is not a key of {kind}")
 
 
 def mmdet_key_to_hf_key(mmdet_key: str) -> str:
@@ -79,91 +105,29 @@ def mmdet_key_to_hf_key(mmdet_key: str) -> str:
 
     Raises `KeyError` for a key that belongs to no part of a Mask R-CNN (ResNet + FPN) model.
     """
-    for pattern, replacement in MMDET_TO_HF_KEY_RULES:
-        if re.match(pattern, mmdet_key):
-            return re.sub(pattern, replacement, mmdet_key, count=1)
-    raise KeyError(f"'{mmdet_key}' is not a key of an MMDetection Mask R-CNN (ResNet + FPN) checkpoint")
+    return _rename(mmdet_key, _MMDET_TO_HF, "an MMDetection Mask R-CNN (ResNet + FPN) checkpoint")[1]
 
 
-def _batch_norm_shapes(prefix: str, channels: int) -> Dict[str, Tuple[int, ...]]:
-    return {
-        f"{prefix}.weight": (channels,),
-        f"{prefix}.bias": (channels,),
-        f"{prefix}.running_mean": (channels,),
-        f"{prefix}.running_var": (channels,),
-        f"{prefix}.num_batches_tracked": (),
-    }
+def hf_key_to_mmdet_key(hf_key: str) -> str:
+    """Name of a `MaskRCNNForInstanceSegmentation` state-dict entry in an MMDetection checkpoint (the inverse of
+    `mmdet_key_to_hf_key`). Raises `KeyError` for a key that has no MMDetection counterpart."""
+    return _rename(hf_key, _HF_TO_MMDET, "MaskRCNNForInstanceSegmentation with an MMDetection counterpart")[1]
 
 
 def mmdet_state_dict_shapes(config: MaskRCNNConfig) -> "OrderedDict[str, Tuple[int, ...]]":
     """Every key of an MMDetection Mask R-CNN checkpoint for `config`, in MMDetection's order, with its shape.
 
-    Built from the config alone (no MMDetection needed), so checkpoints of all zoo variants can be checked.
+    Asks the model: `MaskRCNNForInstanceSegmentation(config)` is built on the meta device (no memory, no weights),
+    and its state-dict keys are renamed with `hf_key_to_mmdet_key`. The order is that of `KEY_PREFIX_RULES`
+    (MMDetection's module order), and the model's own order within each part. No MMDetection needed.
     """
-    shapes: "OrderedDict[str, Tuple[int, ...]]" = OrderedDict()
-    # backbone: stem
-    shapes["backbone.conv1.weight"] = (64, 3, 7, 7)
-    shapes.update({f"backbone.{k}": v for k, v in _batch_norm_shapes("bn1", 64).items()})
-    # backbone: bottleneck stages
-    in_channels = 64
-    for stage, num_blocks in enumerate(config.backbone_stage_blocks):
-        planes = 64 * 2**stage
-        if config.backbone_groups == 1:
-            width = planes
-        else:
-            width = (planes * config.backbone_base_width // 64) * config.backbone_groups
-        out_channels = planes * 4
-        for block in range(num_blocks):
-            prefix = f"backbone.layer{stage + 1}.{block}"
-            block_in = in_channels if block == 0 else out_channels
-            shapes[f"{prefix}.conv1.weight"] = (width, block_in, 1, 1)
-            shapes.update(_batch_norm_shapes(f"{prefix}.bn1", width))
-            shapes[f"{prefix}.conv2.weight"] = (width, width // config.backbone_groups, 3, 3)
-            shapes.update(_batch_norm_shapes(f"{prefix}.bn2", width))
-            shapes[f"{prefix}.conv3.weight"] = (out_channels, width, 1, 1)
-            shapes.update(_batch_norm_shapes(f"{prefix}.bn3", out_channels))
-            if block == 0:
-                shapes[f"{prefix}.downsample.0.weight"] = (out_channels, block_in, 1, 1)
-                shapes.update(_batch_norm_shapes(f"{prefix}.downsample.1", out_channels))
-        in_channels = out_channels
-    # neck (FPN)
-    fpn_channels = config.fpn_out_channels
-    for level, channels in enumerate(config.backbone_out_channels):
-        shapes[f"neck.lateral_convs.{level}.conv.weight"] = (fpn_channels, channels, 1, 1)
-        shapes[f"neck.lateral_convs.{level}.conv.bias"] = (fpn_channels,)
-    for level in range(len(config.backbone_out_channels)):
-        shapes[f"neck.fpn_convs.{level}.conv.weight"] = (fpn_channels, fpn_channels, 3, 3)
-        shapes[f"neck.fpn_convs.{level}.conv.bias"] = (fpn_channels,)
-    # RPN head
-    num_anchors = config.num_anchors_per_location
-    shapes["rpn_head.rpn_conv.weight"] = (fpn_channels, fpn_channels, 3, 3)
-    shapes["rpn_head.rpn_conv.bias"] = (fpn_channels,)
-    shapes["rpn_head.rpn_cls.weight"] = (num_anchors, fpn_channels, 1, 1)
-    shapes["rpn_head.rpn_cls.bias"] = (num_anchors,)
-    shapes["rpn_head.rpn_reg.weight"] = (4 * num_anchors, fpn_channels, 1, 1)
-    shapes["rpn_head.rpn_reg.bias"] = (4 * num_anchors,)
-    # RoI box head (Shared2FCBBoxHead)
-    num_classes = config.num_labels
-    fc_channels = config.box_head_fc_channels
-    roi_features = fpn_channels * config.box_roi_output_size**2
-    shapes["roi_head.bbox_head.fc_cls.weight"] = (num_classes + 1, fc_channels)
-    shapes["roi_head.bbox_head.fc_cls.bias"] = (num_classes + 1,)
-    shapes["roi_head.bbox_head.fc_reg.weight"] = (4 * num_classes, fc_channels)
-    shapes["roi_head.bbox_head.fc_reg.bias"] = (4 * num_classes,)
-    shapes["roi_head.bbox_head.shared_fcs.0.weight"] = (fc_channels, roi_features)
-    shapes["roi_head.bbox_head.shared_fcs.0.bias"] = (fc_channels,)
-    shapes["roi_head.bbox_head.shared_fcs.1.weight"] = (fc_channels, fc_channels)
-    shapes["roi_head.bbox_head.shared_fcs.1.bias"] = (fc_channels,)
-    # RoI mask head (FCNMaskHead)
-    mask_channels = config.mask_head_conv_channels
-    for index in range(config.mask_head_num_convs):
-        shapes[f"roi_head.mask_head.convs.{index}.conv.weight"] = (mask_channels, fpn_channels if index == 0 else mask_channels, 3, 3)
-        shapes[f"roi_head.mask_head.convs.{index}.conv.bias"] = (mask_channels,)
-    shapes["roi_head.mask_head.upsample.weight"] = (mask_channels, mask_channels, 2, 2)
-    shapes["roi_head.mask_head.upsample.bias"] = (mask_channels,)
-    shapes["roi_head.mask_head.conv_logits.weight"] = (num_classes, mask_channels, 1, 1)
-    shapes["roi_head.mask_head.conv_logits.bias"] = (num_classes,)
-    return shapes
+    with torch.device("meta"):
+        model = MaskRCNNForInstanceSegmentation(config)
+    renamed = []
+    for position, (hf_key, tensor) in enumerate(model.state_dict().items()):
+        rule_index, mmdet_key = _rename(hf_key, _HF_TO_MMDET, "MaskRCNNForInstanceSegmentation")
+        renamed.append(((rule_index, position), mmdet_key, tuple(tensor.shape)))
+    return OrderedDict((mmdet_key, shape) for _, mmdet_key, shape in sorted(renamed))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -524,7 +488,7 @@ def _split_checkpoint(checkpoint: Any, path: Path) -> Tuple["OrderedDict[str, to
 # Validation: architecture, backbone, classes, then every key and shape
 # ----------------------------------------------------------------------------------------------------------------
 
-_DEPTH_BY_STAGE_BLOCKS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+_DEPTH_BY_STAGE_BLOCKS = {blocks: depth for depth, blocks in BACKBONE_STAGE_BLOCKS.items()}
 _MAX_LISTED = 12
 
 
@@ -556,7 +520,8 @@ def _checkpoint_backbone(state_dict: Mapping[str, torch.Tensor]) -> Optional[Tup
         return None
     width, in_per_group = int(conv2.shape[0]), int(conv2.shape[1])
     groups = max(width // max(in_per_group, 1), 1)
-    base_width = width // groups if groups > 1 else 4  # stage 1 has 64 planes: width = groups * base_width
+    # stage 1 has 64 planes, where `bottleneck_width(64, groups, base_width)` is `groups * base_width`
+    base_width = width // groups if groups > 1 else 4
     return tuple(stage_blocks), groups, base_width
 
 

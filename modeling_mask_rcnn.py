@@ -39,9 +39,9 @@ except ImportError as error:  # pragma: no cover - torchvision is a hard require
     ) from error
 
 try:
-    from .configuration_mask_rcnn import MaskRCNNConfig
+    from .configuration_mask_rcnn import MaskRCNNConfig, bottleneck_width
 except ImportError:  # imported as a top-level module (tests, scripts)
-    from configuration_mask_rcnn import MaskRCNNConfig
+    from configuration_mask_rcnn import MaskRCNNConfig, bottleneck_width
 
 
 # ================================================================================================================
@@ -248,7 +248,7 @@ class MaskRCNNBottleneck(nn.Module):
     def __init__(self, in_channels: int, planes: int, stride: int, groups: int, base_width: int, style: str,
                  batch_norm_eps: float) -> None:
         super().__init__()
-        width = planes if groups == 1 else (planes * base_width // 64) * groups
+        width = bottleneck_width(planes, groups, base_width)
         out_channels = planes * self.expansion
         first_stride, middle_stride = (stride, 1) if style == "caffe" else (1, stride)
         self.conv1 = nn.Conv2d(in_channels, width, 1, stride=first_stride, bias=False)
@@ -797,7 +797,7 @@ def _architecture_mismatch(config: MaskRCNNConfig, weight_shapes: Optional[dict]
                        f"blocks in stage 3) but the weights have {len(stage3_blocks)} blocks there")
     first_conv = weight_shapes.get("backbone.layer1.0.conv2.weight")
     groups = config.backbone_groups
-    width = 64 if groups == 1 else config.backbone_base_width * groups
+    width = bottleneck_width(64, groups, config.backbone_base_width)  # stage 1: 64 planes
     if first_conv is not None and tuple(first_conv[:2]) != (width, width // groups):
         reasons.append(f"config.json has backbone_groups={groups}, backbone_base_width={config.backbone_base_width} "
                        f"(first 3x3 convolution of shape {(width, width // groups, 3, 3)}) but the weights have "

@@ -2,7 +2,7 @@
 """Tests of convert_mmdet_checkpoint: names, downloads, safe loading, validation, output folder, CLI.
 
 Checkpoints are synthetic but laid out exactly like MMDetection's (keys and shapes from
-`mmdet_state_dict_shapes`, zeros unless a test needs values), saved with torch.save in the zip and the legacy
+`mmdet_state_dict_shapes`, checked against tests/fixtures/mmdet_state_dict_layouts.json; zeros unless a test needs values), saved with torch.save in the zip and the legacy
 format, with 2.x-style (`CLASSES`, `mmcv_version`, `time`, `config`) and 3.x-style (`dataset_meta`) meta.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ from convert_mmdet_checkpoint import (  # noqa: E402
     ZOO,
     ConversionError,
     convert_checkpoint,
+    hf_key_to_mmdet_key,
     load_mmdet_checkpoint,
     mmdet_key_to_hf_key,
     mmdet_state_dict_shapes,
@@ -187,6 +189,69 @@ def test_unknown_config_name_lists_valid_names():
 def test_zoo_has_21_configs_with_hash_prefixes():
     assert len(ZOO) == 21
     assert all(len(entry.sha256_prefix) == 8 for entry in ZOO.values())
+
+
+# ------------------------------------------------------------------------------------------------ checkpoint layout
+
+LAYOUTS = json.loads((REPO_ROOT / "tests" / "fixtures" / "mmdet_state_dict_layouts.json").read_text())["configs"]
+
+
+def layout_sha256(shapes) -> str:
+    return hashlib.sha256("".join(f"{key} {tuple(shape)}\n" for key, shape in shapes.items()).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("config_name", sorted(ZOO))
+def test_layout_derived_from_the_model_matches_the_recorded_mmdetection_layout(config_name):
+    """Keys, order and shapes asked from the model on the meta device equal those recorded (for every zoo config)
+    from the hand-written table they replaced."""
+    shapes = mmdet_state_dict_shapes(zoo_config(config_name))
+    recorded = LAYOUTS[config_name]
+    assert len(shapes) == recorded["num_keys"]
+    assert layout_sha256(shapes) == recorded["sha256"]
+
+
+@pytest.mark.parametrize(("config_name", "stage1_conv2", "stage4_conv2"), [
+    (R50, (64, 64, 3, 3), (512, 512, 3, 3)),
+    (R50_CAFFE, (64, 64, 3, 3), (512, 512, 3, 3)),
+    ("mask-rcnn_x101-32x4d_fpn_1x_coco", (128, 4, 3, 3), (1024, 32, 3, 3)),
+    ("mask-rcnn_x101-64x4d_fpn_1x_coco", (256, 4, 3, 3), (2048, 32, 3, 3)),
+    ("mask-rcnn_x101-32x8d_fpn_1x_coco", (256, 8, 3, 3), (2048, 64, 3, 3)),
+])
+def test_grouped_convolution_shapes_follow_the_resnext_width(config_name, stage1_conv2, stage4_conv2):
+    shapes = mmdet_state_dict_shapes(zoo_config(config_name))
+    assert shapes["backbone.layer1.0.conv2.weight"] == stage1_conv2
+    assert shapes["backbone.layer4.0.conv2.weight"] == stage4_conv2
+    assert shapes["backbone.layer4.2.conv3.weight"] == (2048, stage4_conv2[0], 1, 1)
+
+
+def test_layout_is_in_mmdetection_module_order_and_renames_both_ways():
+    shapes = mmdet_state_dict_shapes(zoo_config(R50))
+    keys = list(shapes)
+    assert keys[:2] == ["backbone.conv1.weight", "backbone.bn1.weight"]
+    # MMDetection's BBoxHead creates fc_cls/fc_reg before Shared2FCBBoxHead adds shared_fcs
+    assert keys.index("roi_head.bbox_head.fc_reg.bias") < keys.index("roi_head.bbox_head.shared_fcs.0.weight")
+    assert keys[-1] == "roi_head.mask_head.conv_logits.bias"
+    assert shapes["roi_head.bbox_head.fc_cls.weight"] == (81, 1024)
+    assert shapes["roi_head.bbox_head.shared_fcs.0.weight"] == (1024, 256 * 7 * 7)
+    assert shapes["backbone.bn1.num_batches_tracked"] == ()
+    for key in keys:
+        assert hf_key_to_mmdet_key(mmdet_key_to_hf_key(key)) == key
+    assert mmdet_key_to_hf_key("neck.fpn_convs.3.conv.bias") == "fpn.output_convs.3.bias"
+    assert hf_key_to_mmdet_key("box_head.fc2.weight") == "roi_head.bbox_head.shared_fcs.1.weight"
+    with pytest.raises(KeyError, match="roi_head.bbox_head.retina_cls.weight"):
+        mmdet_key_to_hf_key("roi_head.bbox_head.retina_cls.weight")
+    with pytest.raises(KeyError, match="box_roi_align.scale"):
+        hf_key_to_mmdet_key("box_roi_align.scale")
+
+
+def test_layout_follows_config_fields():
+    """Non-zoo field values change the derived shapes as the model's modules do (no second table to update)."""
+    config = zoo_config(R50, id2label={0: "a", 1: "b"}, mask_head_num_convs=2, box_head_fc_channels=512)
+    shapes = mmdet_state_dict_shapes(config)
+    assert shapes["roi_head.bbox_head.fc_cls.weight"] == (3, 512)
+    assert shapes["roi_head.mask_head.conv_logits.weight"] == (2, 256, 1, 1)
+    assert "roi_head.mask_head.convs.1.conv.weight" in shapes
+    assert "roi_head.mask_head.convs.2.conv.weight" not in shapes
 
 
 # ------------------------------------------------------------------------------------------------ all 21 configs
