@@ -11,7 +11,9 @@ is checked against the chosen config before anything is written, and the output 
 
 from __future__ import annotations
 
+import _codecs
 import argparse
+import errno
 import filecmp
 import hashlib
 import importlib
@@ -21,11 +23,13 @@ import os
 import pickle
 import re
 import shutil
+import struct
 import sys
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,15 +271,28 @@ def sha256_of_file(path: Union[str, Path], chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def verify_sha256_prefix(path: Union[str, Path], expected_prefix: str) -> None:
-    """Raise `ConversionError` unless sha256(file) starts with `expected_prefix` (MMDetection's file-name suffix)."""
+ALLOW_HASH_MISMATCH_FLAG = "--allow-hash-mismatch"
+
+
+def verify_sha256_prefix(path: Union[str, Path], expected_prefix: str, allow_mismatch: bool = False) -> bool:
+    """Whether sha256(file) starts with `expected_prefix` (MMDetection's file-name suffix).
+
+    A mismatch raises `ConversionError` naming the override flag, or with `allow_mismatch` (for a file whose
+    published hash is known to be wrong) is logged as a warning with both hashes and returns False.
+    """
     actual = sha256_of_file(path)
-    if not actual.startswith(expected_prefix):
-        raise ConversionError(
-            f"Checksum mismatch for {path}: the sha256 should start with {expected_prefix} (the suffix of the "
-            f"official file name) but it is {actual}. The file is corrupt or not the published checkpoint; "
-            "delete it and download it again."
-        )
+    if actual.startswith(expected_prefix):
+        return True
+    if allow_mismatch:
+        logger.warning("Checksum mismatch for %s accepted (%s): its sha256 is %s, the official file name says it "
+                       "starts with %s.", path, ALLOW_HASH_MISMATCH_FLAG, actual, expected_prefix)
+        return False
+    raise ConversionError(
+        f"Checksum mismatch for {path}: the sha256 should start with {expected_prefix} (the suffix of the "
+        f"official file name) but it is {actual}. The file is corrupt or not the published checkpoint; "
+        "delete it and download it again. Only if you know the published hash is wrong and trust this file, pass "
+        f"{ALLOW_HASH_MISMATCH_FLAG} (allow_hash_mismatch=True) to convert it anyway."
+    )
 
 
 def _download_url(url: str, destination: Path) -> None:
@@ -294,12 +311,13 @@ def _zoo_entry_for_file_name(file_name: str) -> Optional[ZooEntry]:
 
 
 def download_checkpoint(url: str, cache_dir: Optional[Union[str, Path]] = None,
-                        sha256_prefix: Optional[str] = None) -> Path:
+                        sha256_prefix: Optional[str] = None, allow_hash_mismatch: bool = False) -> Path:
     """Download `url` into the cache (once) and return the local path.
 
     When `sha256_prefix` is given, a cached copy is reused only if it matches, and a fresh download that does not
-    match is deleted and reported with both hashes. Files without a known hash are cached under a folder named
-    after the URL, so two URLs ending in the same file name never share a cache entry.
+    match is deleted and reported with both hashes — unless `allow_hash_mismatch`, which keeps and reuses it (with
+    a warning). Files without a known hash are cached under a folder named after the URL, so two URLs ending in the
+    same file name never share a cache entry.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     file_name = os.path.basename(urllib.parse.urlparse(url).path) or "checkpoint.pth"
@@ -309,6 +327,10 @@ def download_checkpoint(url: str, cache_dir: Optional[Union[str, Path]] = None,
     if target.is_file():
         if sha256_prefix is None or sha256_of_file(target).startswith(sha256_prefix):
             logger.info("Using cached %s", target)
+            return target
+        if allow_hash_mismatch:
+            logger.warning("Using cached %s although its sha256 does not start with %s (%s).", target,
+                           sha256_prefix, ALLOW_HASH_MISMATCH_FLAG)
             return target
         logger.warning("Cached %s does not match its sha256 prefix %s; downloading it again.", target, sha256_prefix)
     try:
@@ -335,7 +357,7 @@ def download_checkpoint(url: str, cache_dir: Optional[Union[str, Path]] = None,
                 f"Could not download {url} ({reason}; no network?) — pass --checkpoint PATH to a local copy."
             ) from None
         if sha256_prefix is not None:
-            verify_sha256_prefix(partial, sha256_prefix)
+            verify_sha256_prefix(partial, sha256_prefix, allow_hash_mismatch)
         os.replace(partial, target)
     finally:
         if partial.exists():
@@ -344,15 +366,16 @@ def download_checkpoint(url: str, cache_dir: Optional[Union[str, Path]] = None,
 
 
 def fetch_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] = None,
-                     cache_dir: Optional[Union[str, Path]] = None) -> Path:
+                     cache_dir: Optional[Union[str, Path]] = None, allow_hash_mismatch: bool = False) -> Path:
     """Local path of the checkpoint to convert.
 
     `checkpoint` may be a local path, an http(s)/file URL, or None for the official zoo file of `config_name`.
-    Official zoo files (recognised by their file name) are checked against the sha256 prefix in their name.
+    Official zoo files (recognised by their file name) are checked against the sha256 prefix in their name;
+    `allow_hash_mismatch` turns a mismatch into a warning (for a file whose published hash is wrong).
     """
     entry = ZOO[resolve_config_name(config_name)]
     if checkpoint is None:
-        return download_checkpoint(entry.url, cache_dir, entry.sha256_prefix)
+        return download_checkpoint(entry.url, cache_dir, entry.sha256_prefix, allow_hash_mismatch)
     source = str(checkpoint)
     scheme = urllib.parse.urlparse(source).scheme.lower()
     file_name = os.path.basename(urllib.parse.urlparse(source).path if scheme in _REMOTE_SCHEMES else source)
@@ -362,12 +385,12 @@ def fetch_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] = 
                        file_name, official.config_name, entry.config_name)
     expected_prefix = official.sha256_prefix if official is not None else None
     if scheme in _REMOTE_SCHEMES:
-        return download_checkpoint(source, cache_dir, expected_prefix)
+        return download_checkpoint(source, cache_dir, expected_prefix, allow_hash_mismatch)
     path = Path(source).expanduser()
     if not path.is_file():
         raise ConversionError(f"Checkpoint file {path} does not exist (or is not a file).")
     if expected_prefix is not None:
-        verify_sha256_prefix(path, expected_prefix)
+        verify_sha256_prefix(path, expected_prefix, allow_hash_mismatch)
     return path
 
 
@@ -376,17 +399,37 @@ def fetch_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] = 
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _named(obj: Any, qualified_name: str) -> Any:
+    """`obj` as the pickle names it: torch's allow-list keys each object by its `__module__` and name, and the
+    `(object, "name")` form that could alias a name exists only from torch 2.6. A function under another name is
+    wrapped (calls go straight to `obj`); a class is `obj` itself, renamed (only for our own stand-in)."""
+    module, name = qualified_name.rsplit(".", 1)
+    if getattr(obj, "__module__", None) == module and getattr(obj, "__qualname__", None) == name:
+        return obj
+    if isinstance(obj, type):
+        renamed = obj
+    else:
+        def renamed(*args: Any) -> Any:
+            return obj(*args)
+    renamed.__module__, renamed.__name__, renamed.__qualname__ = module, name, name
+    return renamed
+
+
 class _IgnoredHistoryBuffer:
     """Inert stand-in for `mmengine.logging.history_buffer.HistoryBuffer` (training log values in the
     `message_hub` of MMDetection 3.x training checkpoints). It has no methods, so unpickling only fills its
     `__dict__` with already-restricted data; mmengine is never imported and the message hub is discarded."""
 
 
+_IgnoredHistoryBuffer = _named(_IgnoredHistoryBuffer, "mmengine.logging.history_buffer.HistoryBuffer")
+
+
 def _extra_safe_globals() -> List[Any]:
     """Globals besides tensors and plain containers that real MMDetection checkpoints carry in `meta`/`message_hub`:
-    numpy arrays, dtypes and scalars (numpy 1.x and 2.x paths) and mmengine's HistoryBuffer (as an inert stand-in).
-    Nothing here can run code: none of them calls an attribute or function named by the file."""
-    allowed: List[Any] = [(_IgnoredHistoryBuffer, "mmengine.logging.history_buffer.HistoryBuffer")]
+    numpy arrays, dtypes and scalars (under the numpy 1.x and 2.x module paths) and mmengine's HistoryBuffer (as an
+    inert stand-in). Nothing here can run code: none of them calls an attribute or function named by the file.
+    `_codecs.encode` rebuilds the bytes inside numpy scalars (protocol-2 pickles); torch >= 2.5 allows it itself."""
+    allowed: List[Any] = [_IgnoredHistoryBuffer, _codecs.encode]
     try:
         import numpy
     except ImportError:  # numpy is optional; checkpoints without numpy objects still load
@@ -395,17 +438,35 @@ def _extra_safe_globals() -> List[Any]:
         from numpy._core import multiarray  # numpy >= 2
     except ImportError:
         from numpy.core import multiarray  # numpy 1.x
-    allowed += [numpy.ndarray, numpy.dtype, (numpy.ndarray, "numpy.ndarray"), (numpy.dtype, "numpy.dtype")]
+    allowed += [numpy.ndarray, numpy.dtype]
     for module_path in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed += [(multiarray._reconstruct, f"{module_path}._reconstruct"),
-                    (multiarray.scalar, f"{module_path}.scalar")]
+        allowed += [_named(multiarray._reconstruct, f"{module_path}._reconstruct"),
+                    _named(multiarray.scalar, f"{module_path}.scalar")]
     dtype_classes = getattr(numpy, "dtypes", None)
     if dtype_classes is not None:
         for name in dir(dtype_classes):
             value = getattr(dtype_classes, name)
             if isinstance(value, type) and issubclass(value, numpy.dtype):
-                allowed.append((value, f"numpy.dtypes.{name}"))
+                allowed.append(value)
     return allowed
+
+
+def _torch_load_weights_only(handle: Any) -> Any:
+    """`torch.load(weights_only=True)` with `_extra_safe_globals()` allowed for this call only, using what the
+    installed torch has: the `safe_globals` context manager (torch >= 2.5), else the process-wide list of
+    `add_safe_globals` (torch 2.4), restored afterwards."""
+    serialization = torch.serialization
+    allowed = _extra_safe_globals()
+    if hasattr(serialization, "safe_globals"):
+        with serialization.safe_globals(allowed):
+            return torch.load(handle, map_location="cpu", weights_only=True)
+    previous = list(serialization.get_safe_globals())  # a copy: torch 2.4 returns its own list, extended in place
+    serialization.add_safe_globals(allowed)
+    try:
+        return torch.load(handle, map_location="cpu", weights_only=True)
+    finally:
+        serialization.clear_safe_globals()
+        serialization.add_safe_globals(previous)
 
 
 _UNSAFE_PICKLE_PATTERNS = (
@@ -413,6 +474,24 @@ _UNSAFE_PICKLE_PATTERNS = (
     re.compile(r"(unrecognized function .*?)(?:\n|$)"),
     re.compile(r"(Can only build .*?)(?:\n|$)"),
 )
+# What torch raises for a truncated or damaged file (seen by cutting and bit-flipping checkpoints on torch 2.4 and
+# 2.14): the zip reader (RuntimeError naming PytorchStreamReader, inline_container or a missing record; OSError
+# EINVAL when it seeks outside a cut-off file) and the legacy/pickle reader (EOF, bytes that decode as nonsense:
+# UnicodeDecodeError and other ValueErrors, struct.error, an unknown codec or storage key, a wrong storage size).
+_DAMAGED_FILE_ERRORS = (EOFError, pickle.UnpicklingError, ValueError, struct.error, LookupError, AssertionError,
+                        zipfile.BadZipFile)
+_DAMAGED_FILE_RUNTIME_MESSAGES = ("PytorchStreamReader", "inline_container", "hasRecord", "corrupt",
+                                  "unexpected EOF", "magic number", "wrong byte size", "protocol version")
+
+
+def _is_damaged_file_error(error: BaseException) -> bool:
+    """Whether an exception from `torch.load` means the file is damaged. Anything else (out of memory, a missing
+    torch function, a failing disk) is about the environment and keeps its own message."""
+    if isinstance(error, _DAMAGED_FILE_ERRORS):
+        return True
+    if isinstance(error, OSError):
+        return error.errno == errno.EINVAL
+    return isinstance(error, RuntimeError) and any(text in str(error) for text in _DAMAGED_FILE_RUNTIME_MESSAGES)
 
 
 def load_mmdet_checkpoint(path: Union[str, Path]) -> Tuple["OrderedDict[str, torch.Tensor]", Dict[str, Any]]:
@@ -420,8 +499,9 @@ def load_mmdet_checkpoint(path: Union[str, Path]) -> Tuple["OrderedDict[str, tor
 
     Accepts `{"state_dict": ..., "meta": ...}` (2.x and 3.x, training checkpoints included) and plain state dicts
     (then `meta` is `{}`); a leading `module.` (DataParallel) is stripped from the keys. Raises `ConversionError`
-    for files that are not PyTorch checkpoints and for pickles that reference anything beyond tensors, containers,
-    numpy values and mmengine's log buffer — such files are rejected before any of their code can run.
+    for files that cannot be opened, files that are not (intact) PyTorch checkpoints, and pickles that reference
+    anything beyond tensors, containers, numpy values and mmengine's log buffer — such files are rejected before any
+    of their code can run. Other errors while reading (out of memory, an incompatible torch) propagate unchanged.
     """
     path = Path(path)
     if not path.is_file():
@@ -429,8 +509,12 @@ def load_mmdet_checkpoint(path: Union[str, Path]) -> Tuple["OrderedDict[str, tor
     if path.stat().st_size == 0:
         raise ConversionError(f"{path} is empty (0 bytes), not a PyTorch checkpoint.")
     try:
-        with torch.serialization.safe_globals(_extra_safe_globals()):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        handle = open(path, "rb")
+    except OSError as error:
+        raise ConversionError(f"Cannot open {path}: {error.strerror or error}.") from error
+    try:
+        with handle:
+            checkpoint = _torch_load_weights_only(handle)
     except pickle.UnpicklingError as error:
         message = str(error)
         for pattern in _UNSAFE_PICKLE_PATTERNS:
@@ -443,7 +527,9 @@ def load_mmdet_checkpoint(path: Union[str, Path]) -> Tuple["OrderedDict[str, tor
                     "['state_dict']}, 'clean.pth') and convert that."
                 ) from None
         raise ConversionError(f"{path} is not a readable PyTorch checkpoint ({_first_line(message)}).") from None
-    except Exception as error:  # noqa: BLE001 — torch raises many types for corrupt files (RuntimeError, KeyError, ...)
+    except Exception as error:  # noqa: BLE001 — classified: damaged files become ConversionError, the rest re-raise
+        if not _is_damaged_file_error(error):
+            raise
         detail = _first_line(str(error)) or type(error).__name__
         raise ConversionError(
             f"{path} is not a readable PyTorch checkpoint (truncated, corrupt or another format): {detail}"
@@ -890,7 +976,7 @@ def push_folder_to_hub(folder: Path, repo_id: str, token: str, config_name: str)
 def convert_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] = None,
                        output_dir: Union[str, Path] = "mask_rcnn_hf", push_to_hub: Optional[str] = None,
                        class_names: Optional[Sequence[str]] = None,
-                       cache_dir: Optional[Union[str, Path]] = None) -> Path:
+                       cache_dir: Optional[Union[str, Path]] = None, allow_hash_mismatch: bool = False) -> Path:
     """Convert an MMDetection Mask R-CNN checkpoint into a Hub folder and return the folder's path.
 
     Args:
@@ -901,6 +987,8 @@ def convert_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] 
         push_to_hub: Hub repo id to upload the folder to (needs a token; checked before converting).
         class_names: class names to use instead of the checkpoint meta / COCO default.
         cache_dir: download cache (default `default_cache_dir()`).
+        allow_hash_mismatch: convert an official zoo file whose sha256 does not match the prefix in its name
+            (warning instead of an error); only for a file whose published hash is known to be wrong.
 
     Raises:
         ConversionError: with a sentence saying what is wrong; nothing is written in that case.
@@ -909,7 +997,7 @@ def convert_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] 
     output_dir = Path(output_dir).expanduser().resolve()
     token = _require_hub_token() if push_to_hub else None
     _check_output_dir(output_dir)
-    checkpoint_path = fetch_checkpoint(config_name, checkpoint, cache_dir)
+    checkpoint_path = fetch_checkpoint(config_name, checkpoint, cache_dir, allow_hash_mismatch)
     state_dict, meta = load_mmdet_checkpoint(checkpoint_path)
     prepared = prepare_conversion(config_name, state_dict, meta, class_names)
     del state_dict
@@ -961,6 +1049,10 @@ def build_argument_parser() -> argparse.ArgumentParser:
                              "one name per line")
     parser.add_argument("--cache-dir", default=None,
                         help=f"download cache (default ${CACHE_DIR_ENV} or ~/.cache/mask_rcnn_hub)")
+    parser.add_argument(ALLOW_HASH_MISMATCH_FLAG, action="store_true",
+                        help="convert an official zoo file even though its sha256 does not start with the 8 hex "
+                             "digits in its name (a warning instead of an error); only for a file whose published "
+                             "hash is known to be wrong")
     return parser
 
 
@@ -983,7 +1075,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         class_names = _parse_class_names(arguments.class_names) if arguments.class_names else None
         output = convert_checkpoint(arguments.config, arguments.checkpoint, arguments.output_dir,
-                                    arguments.push_to_hub, class_names=class_names, cache_dir=arguments.cache_dir)
+                                    arguments.push_to_hub, class_names=class_names, cache_dir=arguments.cache_dir,
+                                    allow_hash_mismatch=arguments.allow_hash_mismatch)
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

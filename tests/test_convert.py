@@ -491,6 +491,103 @@ def test_pickle_with_code_is_rejected_not_executed(payload_class, legacy, needed
     assert not (fast_tmp / "out").exists()
 
 
+def _numpy_meta_checkpoint(path: Path, numpy_module: str) -> Path:
+    """Legacy-format checkpoint whose meta holds numpy scalars and an array, pickled under `numpy_module`
+    ("numpy._core.multiarray" as numpy 2 writes it, "numpy.core.multiarray" as numpy 1.x did: protocol-2 GLOBAL
+    opcodes are text lines, so the name can be swapped in the file)."""
+    meta = {"CLASSES": ("a", "b"), "seed": np.int64(42), "best": np.float64(0.38), "hist": np.arange(3.0)}
+    torch.save({"meta": meta, "state_dict": {"backbone.conv1.weight": torch.ones(2)}}, path,
+               _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    written = b"numpy._core.multiarray" if b"numpy._core.multiarray" in data else b"numpy.core.multiarray"
+    path.write_bytes(data.replace(written, numpy_module.encode()))
+    assert numpy_module.encode() in path.read_bytes()
+    return path
+
+
+def _objects_only_allow_list():
+    """torch 2.4/2.5's `_get_user_allowed_globals`: objects only, keyed by `__module__.__name__` (a tuple entry
+    fails with AttributeError there)."""
+    return {f"{entry.__module__}.{entry.__name__}": entry for entry in torch.serialization.get_safe_globals()}
+
+
+@pytest.mark.parametrize("numpy_module", ["numpy.core.multiarray", "numpy._core.multiarray"])
+@pytest.mark.parametrize("torch_api", ["current", "torch-2.5", "torch-2.4"])
+def test_checkpoints_with_numpy_meta_load_on_every_torch_api(torch_api, numpy_module, fast_tmp, monkeypatch):
+    """torch 2.4 has only the process-wide `add_safe_globals` and 2.5 no `(object, "name")` aliases: loading
+    works with what each has, and the process-wide list is left as it was."""
+    path = _numpy_meta_checkpoint(fast_tmp / "numpy_meta.pth", numpy_module)
+    unpickler = torch._weights_only_unpickler
+    if torch_api != "current":
+        if not hasattr(unpickler, "_get_user_allowed_globals"):
+            pytest.skip("this torch has no _get_user_allowed_globals to simulate the older allow-list with")
+        monkeypatch.setattr(unpickler, "_get_user_allowed_globals", _objects_only_allow_list)
+    if torch_api == "torch-2.4":
+        monkeypatch.delattr(torch.serialization, "safe_globals", raising=False)
+    before = set(torch.serialization.get_safe_globals())
+
+    state_dict, meta = load_mmdet_checkpoint(path)
+
+    assert list(state_dict) == ["backbone.conv1.weight"]
+    assert int(meta["seed"]) == 42 and float(meta["best"]) == 0.38 and meta["hist"].tolist() == [0.0, 1.0, 2.0]
+    assert set(torch.serialization.get_safe_globals()) == before
+
+
+def test_allow_list_entries_are_objects_named_as_pickles_name_them():
+    names = set()
+    for entry in convert._extra_safe_globals():
+        assert not isinstance(entry, tuple)  # the (object, "name") form needs torch >= 2.6
+        names.add(f"{entry.__module__}.{entry.__qualname__}")
+        assert entry.__name__ == entry.__qualname__
+    assert {"mmengine.logging.history_buffer.HistoryBuffer", "numpy.core.multiarray._reconstruct",
+            "numpy._core.multiarray.scalar", "numpy.ndarray", "numpy.dtype", "_codecs.encode"} <= names
+
+
+@pytest.mark.parametrize("error", [
+    MemoryError(),
+    ImportError("cannot import name 'safe_globals' from 'torch.serialization'"),
+    AttributeError("module 'torch.serialization' has no attribute 'safe_globals'"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
+    PermissionError(13, "Permission denied"),
+    OSError(5, "Input/output error"),
+], ids=lambda error: type(error).__name__ + (f"-{error.errno}" if isinstance(error, OSError) else ""))
+def test_environment_errors_keep_their_own_message(error, zoo_checkpoint_file, monkeypatch):
+    """Only damaged files are reported as damaged: an error of the environment reaches the caller unchanged."""
+    def failing_load(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(torch, "load", failing_load)
+    with pytest.raises(type(error)) as raised:
+        load_mmdet_checkpoint(zoo_checkpoint_file(R50))
+    assert raised.value is error
+
+
+def test_a_file_that_cannot_be_opened_says_why(zoo_checkpoint_file, monkeypatch):
+    def refused_open(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(convert, "open", refused_open, raising=False)
+    with pytest.raises(ConversionError, match=r"Cannot open .*\.pth: Permission denied\.$") as error:
+        load_mmdet_checkpoint(zoo_checkpoint_file(R50))
+    assert "corrupt" not in str(error.value)
+
+
+@pytest.mark.parametrize("cut", ["start", "middle", "end"])
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_files_cut_anywhere_are_reported_as_damaged(cut, legacy, fast_tmp):
+    """A zip cut near its end makes torch's reader seek outside the file (OSError EINVAL); elsewhere it raises
+    RuntimeError, the legacy reader EOFError or RuntimeError: all are a damaged file, named as such."""
+    path = save_checkpoint(fast_tmp / "full.pth", {"backbone.conv1.weight": torch.zeros(64, 3, 7, 7)},
+                           meta_2x(), legacy=legacy)
+    data = path.read_bytes()
+    length = {"start": 40, "middle": len(data) // 2, "end": len(data) - 30}[cut]
+    damaged = fast_tmp / "damaged.pth"
+    damaged.write_bytes(data[:length])
+    with pytest.raises(ConversionError, match=r"is not a readable PyTorch checkpoint") as error:
+        load_mmdet_checkpoint(damaged)
+    assert str(damaged) in str(error.value)
+
+
 # ------------------------------------------------------------------------------------------------ validation
 
 
@@ -688,6 +785,36 @@ def test_zoo_download_with_wrong_checksum_fails(zoo_checkpoint_file, fast_tmp, m
     assert f"should start with {wrong}" in message and actual in message
     assert not (fast_tmp / "out").exists()
     assert list((fast_tmp / "cache").iterdir()) == []  # the bad download is not kept
+
+
+def test_wrong_published_hash_can_be_overridden_by_the_flag_the_error_names(zoo_checkpoint_file, fast_tmp,
+                                                                           monkeypatch, caplog):
+    checkpoint = zoo_checkpoint_file(R50)
+    actual = convert.sha256_of_file(checkpoint)
+    wrong = "00000000" if not actual.startswith("00000000") else "11111111"
+    served = _publish_locally(monkeypatch, fast_tmp, R50, checkpoint, wrong)
+    with pytest.raises(ConversionError, match="--allow-hash-mismatch"):
+        convert_checkpoint(R50, None, fast_tmp / "out")
+
+    with caplog.at_level("WARNING", logger=convert.logger.name):
+        output = convert_checkpoint(R50, None, fast_tmp / "out", allow_hash_mismatch=True)
+    assert (output / "model.safetensors").is_file()
+    assert any(wrong in record.getMessage() and actual in record.getMessage() for record in caplog.records)
+    cached = fast_tmp / "cache" / served.name
+    assert cached.is_file()  # kept: the next run with the flag reuses it instead of downloading again
+    downloads = []
+    monkeypatch.setattr(convert, "_download_url", lambda url, destination: downloads.append(url))
+    assert convert.fetch_checkpoint(R50, allow_hash_mismatch=True) == cached and downloads == []
+
+
+def test_cli_flag_accepts_a_local_official_file_with_a_wrong_hash(zoo_checkpoint_file, fast_tmp):
+    copy = fast_tmp / ZOO[R50].url.rsplit("/", 1)[-1]
+    copy.write_bytes(zoo_checkpoint_file(R50).read_bytes())
+    arguments = ["--config", R50, "--checkpoint", str(copy), "--output-dir", str(fast_tmp / "out")]
+    assert convert.main(arguments) == 1
+    assert not (fast_tmp / "out").exists()
+    assert convert.main([*arguments, "--allow-hash-mismatch"]) == 0
+    assert (fast_tmp / "out" / "model.safetensors").is_file()
 
 
 def test_official_file_name_given_locally_is_checked(zoo_checkpoint_file, fast_tmp):
