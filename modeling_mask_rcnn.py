@@ -16,6 +16,7 @@ indices are 0..num_labels-1 with the background column last in the box classifie
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -695,6 +696,17 @@ class MaskRCNNMaskHead(nn.Module):
 # ================================================================================================================
 
 
+def autocast_dtype_on(device_type: str) -> Optional[torch.dtype]:
+    """The dtype an active `torch.autocast` computes in on `device_type` ("cpu", "cuda", ...), None where it is off
+    or autocast does not know the device type."""
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+    except RuntimeError:  # a device type without autocast, e.g. "meta"
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
 class MaskRCNNPreTrainedModel(PreTrainedModel):
     """Weight initialisation and loading rules shared by the Mask R-CNN models."""
 
@@ -918,6 +930,29 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         own_class_probs = mask_probs[torch.arange(mask_probs.shape[0], device=mask_probs.device), all_labels]
         return list(own_class_probs.split(counts))
 
+    def check_exact_numerics(self, pixel_values: torch.Tensor) -> None:
+        """Raise `ValueError` when `numerics="exact"` cannot hold: weights or buffers, `pixel_values`, or an active
+        `torch.autocast` on the input's or the weights' device type in anything but float32."""
+        problems = []
+        reduced_weights = sorted({str(tensor.dtype).replace("torch.", "")
+                                  for tensor in itertools.chain(self.parameters(), self.buffers())
+                                  if tensor.is_floating_point() and tensor.dtype != torch.float32})
+        if reduced_weights:
+            problems.append(f"the model's weights are {'/'.join(reduced_weights)}")
+        if pixel_values.dtype != torch.float32:
+            problems.append(f"pixel_values is {str(pixel_values.dtype).replace('torch.', '')}")
+        for device_type in sorted({pixel_values.device.type, self.device.type}):
+            autocast_dtype = autocast_dtype_on(device_type)
+            if autocast_dtype not in (None, torch.float32):
+                problems.append(f"torch.autocast is active on {device_type} with "
+                                f"{str(autocast_dtype).replace('torch.', '')}")
+        if problems:
+            raise ValueError(
+                f"numerics='exact' reproduces MMDetection's float32 results, but {' and '.join(problems)}. Run it "
+                "in float32 outside torch.autocast (float32 weights and pixel_values from MaskRCNNImageProcessor), "
+                "or use numerics='fast' for reduced precision."
+            )
+
     # -------------------------------------------------------------------------------------------- forward
     def forward(
         self,
@@ -962,11 +997,8 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         if len(sizes) != batch_size:
             raise ValueError(f"image_sizes has {len(sizes)} rows for a batch of {batch_size} images.")
         exact = self.config.numerics == "exact"
-        if exact and self.dtype != torch.float32:
-            raise ValueError(
-                f"numerics='exact' reproduces MMDetection's float32 results and cannot run in {self.dtype}; load the "
-                "model in float32 or use numerics='fast'."
-            )
+        if exact:
+            self.check_exact_numerics(pixel_values)
         pixel_values = pixel_values.to(self.dtype)
         fuse = self.config.fuse_batch_norms and not exact
         if fuse:

@@ -103,3 +103,60 @@ def test_exact_numerics_refuses_reduced_precision_at_load_time_or_first_call(hub
     model = MaskRCNNForInstanceSegmentation.from_pretrained(hub_folder, dtype=torch.bfloat16, numerics="exact")
     with pytest.raises(ValueError, match="numerics='exact'"):
         model(torch.zeros(1, 3, 64, 64))
+
+
+# ------------------------------------------------------------------------------------ exact numerics: float32 only
+
+
+@pytest.fixture(scope="module")
+def exact_model():
+    """A float32 model in exact numerics (random weights: every refusal happens before any computation)."""
+    from configuration_mask_rcnn import MaskRCNNConfig
+    from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation
+
+    return MaskRCNNForInstanceSegmentation(MaskRCNNConfig(numerics="exact")).eval()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_exact_numerics_refuses_autocast(exact_model, dtype):
+    """torch.autocast would run P2 and every convolution in `dtype` although the weights are float32."""
+    name = str(dtype).replace("torch.", "")
+    with torch.autocast("cpu", dtype=dtype), torch.inference_mode():
+        with pytest.raises(ValueError, match=rf"numerics='exact'.* torch\.autocast is active on cpu with {name}\. "
+                                             r".*outside torch\.autocast.*or use numerics='fast'"):
+            exact_model(torch.zeros(1, 3, 64, 64))
+
+
+def test_exact_numerics_runs_where_autocast_is_switched_off(exact_model):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", enabled=False), torch.inference_mode():
+            outputs = exact_model(torch.zeros(1, 3, 64, 64))
+    assert outputs.proposal_scores[0].dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64, torch.uint8])
+def test_exact_numerics_refuses_pixel_values_not_in_float32(exact_model, dtype):
+    name = str(dtype).replace("torch.", "")
+    with pytest.raises(ValueError, match=rf"numerics='exact'.*but pixel_values is {name}\. .*numerics='fast'"):
+        exact_model(torch.zeros(1, 3, 64, 64, dtype=dtype))
+
+
+def test_exact_numerics_refuses_weights_partly_in_reduced_precision():
+    """The first parameter (the model's `dtype`) may still be float32 when a later part was cast."""
+    from configuration_mask_rcnn import MaskRCNNConfig
+    from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation
+
+    model = MaskRCNNForInstanceSegmentation(MaskRCNNConfig(numerics="exact")).eval()
+    model.mask_head.to(torch.float16)
+    assert model.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"but the model's weights are float16\. "):
+        model(torch.zeros(1, 3, 64, 64))
+
+
+def test_fast_numerics_still_runs_under_autocast(hub_folder):
+    from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation
+
+    model = MaskRCNNForInstanceSegmentation.from_pretrained(hub_folder).eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+        outputs = model(torch.zeros(1, 3, 64, 64), output_hidden_states=True)
+    assert outputs.hidden_states[0].dtype == torch.bfloat16
