@@ -230,7 +230,7 @@ class MMDetectionModel:
     def __init__(self) -> None:
         from mmdet.apis import init_detector  # noqa: F401  (import error = not available)
         from mmengine.dataset import Compose, pseudo_collate
-        from make_golden import mmdet_config_file
+        from mmdet_capture import mmdet_config_file
         from synthetic_weights import make_synthetic_checkpoint
 
         self._compose, self._collate = Compose, pseudo_collate

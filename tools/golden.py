@@ -163,10 +163,20 @@ def pixel_values_from_preprocessed(image_stem: str, normalization: str = "pytorc
     return x[None].contiguous(), meta
 
 
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes (how the manifest and the preprocessed JSON files record contents)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str) -> str:
+    """Hex sha256 of a file's contents."""
+    with open(path, "rb") as handle:
+        return sha256_bytes(handle.read())
+
+
 def inputs_sha256(tensor) -> str:
     """sha256 of a float32 tensor's C-order little-endian bytes (how the fixtures hash model inputs)."""
-    array = tensor.detach().cpu().contiguous().numpy().astype("<f4")
-    return hashlib.sha256(array.tobytes()).hexdigest()
+    return sha256_bytes(tensor.detach().cpu().contiguous().numpy().astype("<f4").tobytes())
 
 
 def load_synthetic_state_dict(variant: str):
