@@ -4,9 +4,11 @@
     python convert_mmdet_checkpoint.py --config mask-rcnn_r50_fpn_1x_coco [--checkpoint PATH_OR_URL] \
         --output-dir DIR [--push-to-hub REPO_ID]
 
-Without `--checkpoint` the official zoo file is downloaded (and its sha256 prefix checked). The checkpoint is read
-with `torch.load(weights_only=True)`: pickles that would run code are rejected, never executed. Every key and shape
-is checked against the chosen config before anything is written, and the output folder appears only complete.
+Without `--checkpoint` the official zoo file is downloaded (and its sha256 prefix checked; `--allow-hash-mismatch`
+accepts a file whose published hash is known to be wrong). The checkpoint is read with
+`torch.load(weights_only=True)`: pickles that would run code are rejected, never executed. Every key and shape is
+checked against the chosen config (the model's own layout, asked on the meta device) before anything is written,
+and the output folder appears only complete.
 """
 
 from __future__ import annotations
