@@ -145,3 +145,20 @@ def test_alternate_recordings_are_complete_other_outputs_of_the_same_case(varian
     machine = MANIFEST["variants"][variant]["cases"][stem]["alternates"][recording]["machine"]
     assert {"cpu", "widest_vector_isa", "torch", "onednn", "kernels"} <= set(machine)
     assert recording.startswith(machine["widest_vector_isa"] + "-")
+
+
+def test_fixture_tools_import_without_mmdetection_and_keep_the_documented_flags():
+    """make_golden.py orchestrates golden_images, mmdet_capture and calibrate_weights; all of them import mmdet only
+    inside their functions, and the CLI keeps the flags tests/fixtures/README.md documents."""
+    import subprocess
+    import sys
+
+    script = ("import sys; sys.path.insert(0, 'tools'); import make_golden, mmdet_capture, calibrate_weights, "
+              "golden_images; assert 'mmdet' not in sys.modules; "
+              "assert mmdet_capture.NORMALIZATIONS['caffe'] == {'mean': [103.53, 116.28, 123.675], "
+              "'std': [1.0, 1.0, 1.0], 'bgr_to_rgb': False}; make_golden.main(['--help'])")
+    result = subprocess.run([sys.executable, "-c", script], cwd=G.REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    for flag in ("--images", "--calibrate", "--variants", "--images-only", "--no-golden", "--alternates"):
+        assert flag in result.stdout, flag
