@@ -103,28 +103,11 @@ class Capture:
 
         preprocessor.forward = pre_forward
 
-        rpn_head = model.rpn_head
-        original_rpn_predict = rpn_head.predict
-
-        def rpn_predict(*args, **kwargs):
-            results = original_rpn_predict(*args, **kwargs)
-            records["rpn_boxes"] = results[0].bboxes.detach().clone()
-            records["rpn_scores"] = results[0].scores.detach().clone()
-            return results
-
-        rpn_head.predict = rpn_predict
-
+        self._record_first_result(model.rpn_head, "predict", {"rpn_boxes": "bboxes", "rpn_scores": "scores"})
         roi_head = model.roi_head
-        original_predict_bbox = roi_head.predict_bbox
-
-        def predict_bbox(*args, **kwargs):
-            results = original_predict_bbox(*args, **kwargs)
-            records["det_boxes_resized"] = results[0].bboxes.detach().clone()
-            records["det_scores_resized"] = results[0].scores.detach().clone()
-            records["det_labels_resized"] = results[0].labels.detach().clone()
-            return results
-
-        roi_head.predict_bbox = predict_bbox
+        self._record_first_result(roi_head, "predict_bbox", {"det_boxes_resized": "bboxes",
+                                                             "det_scores_resized": "scores",
+                                                             "det_labels_resized": "labels"})
 
         mask_head = roi_head.mask_head
         original_mask_predict_by_feat = mask_head.predict_by_feat
@@ -140,6 +123,20 @@ class Capture:
 
         # features entering fc_cls / conv_logits (for calibration)
         self.hooks = []
+
+    def _record_first_result(self, owner, method_name: str, fields: Dict[str, str]) -> None:
+        """Wrap `owner.<method_name>` (returning a list of InstanceData) so that each call records the first
+        result's `fields` values: `{record name: InstanceData field}`."""
+        original = getattr(owner, method_name)
+        records = self.records
+
+        def recording(*args, **kwargs):
+            results = original(*args, **kwargs)
+            for record_name, field in fields.items():
+                records[record_name] = getattr(results[0], field).detach().clone()
+            return results
+
+        setattr(owner, method_name, recording)
 
     def add_feature_hooks(self):
         records = self.records
