@@ -13,8 +13,8 @@ and the output folder appears only complete.
 
 from __future__ import annotations
 
-import _codecs
 import argparse
+import codecs
 import errno
 import filecmp
 import hashlib
@@ -431,7 +431,7 @@ def _extra_safe_globals() -> List[Any]:
     numpy arrays, dtypes and scalars (under the numpy 1.x and 2.x module paths) and mmengine's HistoryBuffer (as an
     inert stand-in). Nothing here can run code: none of them calls an attribute or function named by the file.
     `_codecs.encode` rebuilds the bytes inside numpy scalars (protocol-2 pickles); torch >= 2.5 allows it itself."""
-    allowed: List[Any] = [_IgnoredHistoryBuffer, _codecs.encode]
+    allowed: List[Any] = [_IgnoredHistoryBuffer, codecs.encode]  # pickled as _codecs.encode
     try:
         import numpy
     except ImportError:  # numpy is optional; checkpoints without numpy objects still load
