@@ -148,6 +148,41 @@ class MaskRCNNConfig(_BaseConfig):
             tolerance (0.01 px, 1e-4), hence opt-in.
         mmdet_config_name (`str`, *optional*):
             Name of the MMDetection zoo config the weights come from (informational).
+
+    Training (`forward(..., labels=...)`; MMDetection's `train_cfg` and loss settings of `mask-rcnn_r50_fpn`):
+
+        backbone_frozen_stages (`int`, *optional*, defaults to 1):
+            The stem and the first `backbone_frozen_stages` ResNet stages get no gradient (`frozen_stages`).
+        backbone_batch_norm_trainable (`bool`, *optional*, defaults to `True`):
+            Whether the affine weight/bias of the (always eval-mode) backbone batch norms of the unfrozen stages are
+            trained (`norm_cfg.requires_grad`; `False` in the caffe-style and detectron2 ResNeXt configs).
+        rpn_train_pos_iou_threshold, rpn_train_neg_iou_threshold, rpn_train_min_pos_iou (`float`, *optional*):
+            RPN `MaxIoUAssigner`: an anchor is positive at IoU >= 0.7 with its best ground truth box, negative below
+            0.3; a box whose best anchor reaches 0.3 gets that anchor as a low-quality match (defaults 0.7/0.3/0.3).
+        rpn_train_match_low_quality, rpn_train_gt_max_assign_all (`bool`, *optional*, default `True`):
+            Low-quality matching on, and assign every anchor tied at a box's best IoU (not just the first).
+        rpn_train_num_samples, rpn_train_pos_fraction (`int`/`float`, *optional*, defaults to 256 / 0.5):
+            `RandomSampler`: anchors sampled per image for the RPN losses, and the largest positive share.
+        rpn_train_neg_pos_upper_bound (`float`, *optional*, defaults to -1):
+            At most this many negatives per positive (-1: no cap).
+        rpn_train_pre_nms_top_k, rpn_train_nms_iou_threshold, rpn_train_max_proposals, rpn_train_min_box_size:
+            Train-time proposals (`train_cfg.rpn_proposal`): 2000 per level before NMS, NMS IoU 0.7, 1000 kept per
+            image, boxes of width or height <= 0 dropped.
+        roi_train_pos_iou_threshold, roi_train_neg_iou_threshold, roi_train_min_pos_iou (`float`, *optional*):
+            R-CNN `MaxIoUAssigner` on the proposals (defaults 0.5/0.5/0.5).
+        roi_train_match_low_quality, roi_train_gt_max_assign_all (`bool`, *optional*, default `True`):
+            As for the RPN; with `min_pos_iou == pos_iou_thr` this only re-assigns tied proposals.
+        roi_train_num_samples, roi_train_pos_fraction (`int`/`float`, *optional*, defaults to 512 / 0.25):
+            RoIs sampled per image for the box and mask losses, and the largest positive share.
+        roi_train_neg_pos_upper_bound (`float`, *optional*, defaults to -1):
+            At most this many negative RoIs per positive (-1: no cap).
+        roi_train_add_gt_as_proposals (`bool`, *optional*, defaults to `True`):
+            Ground truth boxes join the proposals (first, in annotation order) before sampling.
+        mask_target_binarize_threshold (`float`, *optional*, defaults to 0.5):
+            A 28x28 mask target cell is 1 where the RoIAligned ground truth mask is >= this.
+        rpn_classification_loss_weight, rpn_box_loss_weight, box_classification_loss_weight,
+        box_regression_loss_weight, mask_loss_weight (`float`, *optional*, default 1.0):
+            Weights of the five loss terms (`loss_weight` of each MMDetection loss).
     """
 
     model_type = "mask_rcnn"
@@ -203,6 +238,36 @@ class MaskRCNNConfig(_BaseConfig):
         numerics: str = "fast",
         fuse_batch_norms: bool = False,
         mmdet_config_name: Optional[str] = None,
+        # training (train_cfg and losses)
+        backbone_frozen_stages: int = 1,
+        backbone_batch_norm_trainable: bool = True,
+        rpn_train_pos_iou_threshold: float = 0.7,
+        rpn_train_neg_iou_threshold: float = 0.3,
+        rpn_train_min_pos_iou: float = 0.3,
+        rpn_train_match_low_quality: bool = True,
+        rpn_train_gt_max_assign_all: bool = True,
+        rpn_train_num_samples: int = 256,
+        rpn_train_pos_fraction: float = 0.5,
+        rpn_train_neg_pos_upper_bound: float = -1,
+        rpn_train_pre_nms_top_k: int = 2000,
+        rpn_train_nms_iou_threshold: float = 0.7,
+        rpn_train_max_proposals: int = 1000,
+        rpn_train_min_box_size: float = 0.0,
+        roi_train_pos_iou_threshold: float = 0.5,
+        roi_train_neg_iou_threshold: float = 0.5,
+        roi_train_min_pos_iou: float = 0.5,
+        roi_train_match_low_quality: bool = True,
+        roi_train_gt_max_assign_all: bool = True,
+        roi_train_num_samples: int = 512,
+        roi_train_pos_fraction: float = 0.25,
+        roi_train_neg_pos_upper_bound: float = -1,
+        roi_train_add_gt_as_proposals: bool = True,
+        mask_target_binarize_threshold: float = 0.5,
+        rpn_classification_loss_weight: float = 1.0,
+        rpn_box_loss_weight: float = 1.0,
+        box_classification_loss_weight: float = 1.0,
+        box_regression_loss_weight: float = 1.0,
+        mask_loss_weight: float = 1.0,
         **kwargs: Any,
     ) -> None:
         self.backbone_depth = int(backbone_depth)
@@ -253,6 +318,36 @@ class MaskRCNNConfig(_BaseConfig):
         self.numerics = numerics
         self.fuse_batch_norms = bool(fuse_batch_norms)
         self.mmdet_config_name = mmdet_config_name
+
+        self.backbone_frozen_stages = int(backbone_frozen_stages)
+        self.backbone_batch_norm_trainable = bool(backbone_batch_norm_trainable)
+        self.rpn_train_pos_iou_threshold = float(rpn_train_pos_iou_threshold)
+        self.rpn_train_neg_iou_threshold = float(rpn_train_neg_iou_threshold)
+        self.rpn_train_min_pos_iou = float(rpn_train_min_pos_iou)
+        self.rpn_train_match_low_quality = bool(rpn_train_match_low_quality)
+        self.rpn_train_gt_max_assign_all = bool(rpn_train_gt_max_assign_all)
+        self.rpn_train_num_samples = int(rpn_train_num_samples)
+        self.rpn_train_pos_fraction = float(rpn_train_pos_fraction)
+        self.rpn_train_neg_pos_upper_bound = float(rpn_train_neg_pos_upper_bound)
+        self.rpn_train_pre_nms_top_k = int(rpn_train_pre_nms_top_k)
+        self.rpn_train_nms_iou_threshold = float(rpn_train_nms_iou_threshold)
+        self.rpn_train_max_proposals = int(rpn_train_max_proposals)
+        self.rpn_train_min_box_size = float(rpn_train_min_box_size)
+        self.roi_train_pos_iou_threshold = float(roi_train_pos_iou_threshold)
+        self.roi_train_neg_iou_threshold = float(roi_train_neg_iou_threshold)
+        self.roi_train_min_pos_iou = float(roi_train_min_pos_iou)
+        self.roi_train_match_low_quality = bool(roi_train_match_low_quality)
+        self.roi_train_gt_max_assign_all = bool(roi_train_gt_max_assign_all)
+        self.roi_train_num_samples = int(roi_train_num_samples)
+        self.roi_train_pos_fraction = float(roi_train_pos_fraction)
+        self.roi_train_neg_pos_upper_bound = float(roi_train_neg_pos_upper_bound)
+        self.roi_train_add_gt_as_proposals = bool(roi_train_add_gt_as_proposals)
+        self.mask_target_binarize_threshold = float(mask_target_binarize_threshold)
+        self.rpn_classification_loss_weight = float(rpn_classification_loss_weight)
+        self.rpn_box_loss_weight = float(rpn_box_loss_weight)
+        self.box_classification_loss_weight = float(box_classification_loss_weight)
+        self.box_regression_loss_weight = float(box_regression_loss_weight)
+        self.mask_loss_weight = float(mask_loss_weight)
 
         if "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["id2label"] = dict(enumerate(COCO_CLASSES))
@@ -335,5 +430,18 @@ class MaskRCNNConfig(_BaseConfig):
         if self.numerics == "exact" and self.fuse_batch_norms:
             fail("fuse_batch_norms changes the rounding of every convolution, so it cannot be combined with "
                  "numerics='exact'; use numerics='fast'.")
+        if not 0 <= self.backbone_frozen_stages <= 4:
+            fail(f"backbone_frozen_stages must lie in 0..4 (stem + that many stages), got {self.backbone_frozen_stages}.")
+        for stage in ("rpn", "roi"):
+            for name in (f"{stage}_train_pos_iou_threshold", f"{stage}_train_neg_iou_threshold",
+                         f"{stage}_train_min_pos_iou", f"{stage}_train_pos_fraction"):
+                value = getattr(self, name)
+                if not 0.0 <= value <= 1.0:
+                    fail(f"{name} must lie in [0, 1], got {value}.")
+            if getattr(self, f"{stage}_train_num_samples") < 1:
+                fail(f"{stage}_train_num_samples must be a positive integer.")
+        for name in ("rpn_train_pre_nms_top_k", "rpn_train_max_proposals"):
+            if getattr(self, name) < 1:
+                fail(f"{name} must be a positive integer, got {getattr(self, name)}.")
         if self.num_labels < 1:
             fail("the model needs at least one class (id2label is empty).")

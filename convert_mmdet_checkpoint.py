@@ -182,6 +182,8 @@ class ZooEntry:
             "backbone_groups": groups,
             "backbone_base_width": base_width,
             "backbone_style": "caffe" if self.style == "caffe" else "pytorch",
+            # caffe-style and detectron2 ResNeXt configs freeze the batch norms' affine parameters too
+            "backbone_batch_norm_trainable": self.style == "pytorch",
             **{key: list(value) if isinstance(value, list) else value for key, value in normalization.items()},
             "mmdet_config_name": self.config_name,
         }

@@ -16,13 +16,14 @@ indices are 0..num_labels-1 with the background column last in the box classifie
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,11 @@ try:
 except ImportError:  # imported as a top-level module (tests, scripts)
     from configuration_mask_rcnn import MaskRCNNConfig, bottleneck_width
 
+try:
+    from . import losses_mask_rcnn as training_losses
+except ImportError:  # imported as a top-level module (tests, scripts)
+    training_losses = importlib.import_module("losses_mask_rcnn")
+
 
 # ================================================================================================================
 # Output
@@ -58,6 +64,12 @@ class MaskRCNNInstanceSegmentationOutput(ModelOutput):
     `MaskRCNNImageProcessor.post_process_instance_segmentation` for boxes and binary masks in original pixels.
 
     Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            Total training loss: the sum of the five `loss_*` terms of `loss_dict` (MMDetection's `parse_losses`).
+            Detection fields are then `None` (a training forward does not run test-time post-processing).
+        loss_dict (`dict[str, torch.FloatTensor]`, *optional*, returned when `labels` are given):
+            `loss_rpn_cls`, `loss_rpn_bbox`, `loss_cls`, `loss_bbox`, `loss_mask` (scalars with gradient) and `acc`
+            (box classifier top-1 accuracy in percent over the sampled RoIs, no gradient, not part of `loss`).
         pred_boxes (`list[torch.FloatTensor]`, each of shape `(num_detections, 4)`):
             `(x1, y1, x2, y2)` of each detection, clipped to the resized image, in descending score order.
         scores (`list[torch.FloatTensor]`, each of shape `(num_detections,)`):
@@ -80,6 +92,8 @@ class MaskRCNNInstanceSegmentationOutput(ModelOutput):
             FPN feature maps P2..P6, each of shape `(batch_size, fpn_out_channels, height / stride, width / stride)`.
     """
 
+    loss: Optional[torch.Tensor] = None
+    loss_dict: Optional[Dict[str, torch.Tensor]] = None
     pred_boxes: Optional[List[torch.Tensor]] = None
     scores: Optional[List[torch.Tensor]] = None
     labels: Optional[List[torch.Tensor]] = None
@@ -309,6 +323,19 @@ class MaskRCNNResNetBackbone(nn.Module):
                 )
                 in_channels = planes * MaskRCNNBottleneck.expansion
             self.add_module(f"layer{stage_index + 1}", nn.Sequential(*blocks))
+
+    def freeze_for_training(self, frozen_stages: int, batch_norm_trainable: bool) -> None:
+        """No gradients for the stem and the first `frozen_stages` stages, nor for the batch norms' affine parameters
+        unless `batch_norm_trainable` (MMDetection's `frozen_stages` / `norm_cfg.requires_grad`). Batch norms always
+        normalise with their running statistics, in `train()` mode too (`norm_eval=True`)."""
+        frozen_modules = [self.conv1, self.bn1] if frozen_stages >= 1 else []
+        frozen_modules += [getattr(self, f"layer{stage}") for stage in range(1, frozen_stages + 1)]
+        for module in frozen_modules:
+            module.requires_grad_(False)
+        if not batch_norm_trainable:
+            for module in self.modules():
+                if isinstance(module, MaskRCNNFrozenBatchNorm2d):
+                    module.requires_grad_(False)
 
     def forward(self, pixel_values: torch.Tensor, fold_batch_norms: bool = False) -> List[torch.Tensor]:
         """`fold_batch_norms=True` runs each convolution with its batch norm folded in (fast numerics)."""
@@ -827,7 +854,11 @@ def _config_name_in(folder: str) -> Optional[str]:
 
 
 class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
-    """Mask R-CNN with a ResNet/ResNeXt-FPN backbone, numerically faithful to MMDetection 3.3.0 (inference only).
+    """Mask R-CNN with a ResNet/ResNeXt-FPN backbone, numerically faithful to MMDetection 3.3.0.
+
+    Without `labels` it detects; with `labels` it returns MMDetection's training losses (`loss`, `loss_dict`). The
+    stem and first stage are frozen (`config.backbone_frozen_stages`) and batch norms always use their running
+    statistics, as in MMDetection's `mask-rcnn_*_fpn` recipes.
 
     Example:
 
@@ -852,6 +883,7 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         self.mask_roi_align = MaskRCNNMultiLevelRoIAlign(config, config.mask_roi_output_size)
         self.mask_head = MaskRCNNMaskHead(config)
         self.post_init()
+        self.backbone.freeze_for_training(config.backbone_frozen_stages, config.backbone_batch_norm_trainable)
 
     # -------------------------------------------------------------------------------------------- stages
     def compute_anchors(self, pyramid: List[torch.Tensor]) -> List[torch.Tensor]:
@@ -953,6 +985,69 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
                 "or use numerics='fast' for reduced precision."
             )
 
+    # -------------------------------------------------------------------------------------------- training
+    def compute_losses(
+        self, pixel_values: torch.Tensor, image_sizes: List[Tuple[int, int]], labels: List[dict]
+    ) -> Dict[str, torch.Tensor]:
+        """MMDetection's `TwoStageDetector.loss` for one batch: the five loss terms and the accuracy.
+
+        Args:
+            pixel_values: `(batch_size, 3, padded_height, padded_width)` float32.
+            image_sizes: `(height, width)` of each resized image.
+            labels: one dict per image (see `forward`).
+
+        Returns:
+            `{"loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "acc", "loss_bbox", "loss_mask"}` in MMDetection's order.
+        """
+        config = self.config
+        padded_size = tuple(pixel_values.shape[-2:])
+        ground_truths = [
+            training_losses.prepare_ground_truth(image_labels, index, size, padded_size, config.num_labels,
+                                                 pixel_values.device)
+            for index, (image_labels, size) in enumerate(zip(labels, image_sizes))
+        ]
+        # 1. backbone + FPN (never batch-norm-folded here: the folded weights are constants without gradient)
+        pyramid = self.fpn(self.backbone(pixel_values))
+        # 2. RPN losses on the sampled anchors of each image
+        objectness, deltas = self.rpn_head(pyramid)
+        anchors = torch.cat(self.compute_anchors(pyramid))
+        feature_sizes = [tuple(level.shape[-2:]) for level in pyramid]
+        divisor = config.size_divisor
+        rpn_targets = []
+        for (height, width), ground_truth in zip(image_sizes, ground_truths):
+            own_padded_size = (-(-height // divisor) * divisor, -(-width // divisor) * divisor)
+            valid = training_losses.valid_anchor_flags(feature_sizes, own_padded_size, config.anchor_strides,
+                                                       config.num_anchors_per_location, anchors.device)
+            rpn_targets.append(training_losses.rpn_targets(anchors, valid, ground_truth.boxes, config))
+        loss_rpn_cls, loss_rpn_bbox = training_losses.rpn_losses(objectness, deltas, rpn_targets, config)
+        # 3. train-time proposals (detached), then RoI sampling per image with the ground truth added
+        proposal_settings = training_losses.TrainProposalSettings(config)
+        level_anchors = self.compute_anchors(pyramid)
+        samples = []
+        with torch.no_grad():
+            for image_index, (size, ground_truth) in enumerate(zip(image_sizes, ground_truths)):
+                proposals, _ = select_proposals(
+                    [level[image_index].detach().float() for level in objectness],
+                    [level[image_index].detach().float() for level in deltas],
+                    level_anchors, size, proposal_settings,
+                )
+                samples.append(training_losses.sample_rois(proposals, ground_truth, config))
+        # 4. box head on the sampled RoIs
+        roi_features = self.box_roi_align(pyramid, boxes_to_rois([sample.boxes for sample in samples]))
+        class_logits, box_deltas = self.box_head(roi_features)
+        loss_cls, loss_bbox, accuracy = training_losses.box_losses(class_logits, box_deltas, samples,
+                                                                   ground_truths, config)
+        # 5. mask head on the positives, against RoIAligned ground truth masks
+        mask_features = self.mask_roi_align(pyramid, boxes_to_rois([sample.positive_boxes for sample in samples]))
+        mask_logits = self.mask_head(mask_features)
+        with torch.no_grad():
+            targets = training_losses.mask_targets(samples, ground_truths, mask_logits.shape[-1],
+                                                   config.mask_target_binarize_threshold).to(mask_logits.device)
+        positive_labels = torch.cat([sample.positive_labels for sample in samples])
+        loss_mask = training_losses.mask_loss(mask_logits, targets, positive_labels, config)
+        return {"loss_rpn_cls": loss_rpn_cls, "loss_rpn_bbox": loss_rpn_bbox, "loss_cls": loss_cls, "acc": accuracy,
+                "loss_bbox": loss_bbox, "loss_mask": loss_mask}
+
     # -------------------------------------------------------------------------------------------- forward
     def forward(
         self,
@@ -974,13 +1069,19 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
                 Passed through to the output for post-processing.
             scale_factors (`torch.DoubleTensor` of shape `(batch_size, 2)`, *optional*):
                 Passed through to the output for post-processing.
+            labels (`list[dict]`, *optional*):
+                Training targets, one dict per image: `"class_labels"` `torch.LongTensor` `(num_objects,)` (keys of
+                `config.id2label`), `"boxes"` `torch.FloatTensor` `(num_objects, 4)` x1y1x2y2 in resized-input
+                pixels, `"masks"` `torch.BoolTensor` `(num_objects, height, width)` at the resized image size
+                (`image_sizes`; padded inside the model), optional `"iscrowd"` `(num_objects,)` (crowd objects are
+                left out of the losses, as MMDetection does). With labels the output carries `loss` and `loss_dict`
+                (MMDetection 3.3.0's Mask R-CNN training losses) and no detections.
             output_hidden_states (`bool`, *optional*):
                 Also return the FPN feature maps.
             return_dict (`bool`, *optional*):
                 Return a [`MaskRCNNInstanceSegmentationOutput`] (default) instead of a tuple.
         """
-        if kwargs.get("labels") is not None:
-            raise NotImplementedError("MaskRCNNForInstanceSegmentation is inference-only: training is not supported.")
+        labels = kwargs.pop("labels", None)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -999,6 +1100,14 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         exact = self.config.numerics == "exact"
         if exact:
             self.check_exact_numerics(pixel_values)
+        if labels is not None:
+            if len(labels) != batch_size:
+                raise ValueError(f"labels has {len(labels)} entries for a batch of {batch_size} images; give one dict "
+                                 "per image (an image without objects gets empty tensors).")
+            loss_dict = self.compute_losses(pixel_values.to(self.dtype), sizes, labels)
+            loss = sum(value for name, value in loss_dict.items() if name.startswith("loss"))
+            output = MaskRCNNInstanceSegmentationOutput(loss=loss, loss_dict=loss_dict, image_sizes=image_sizes)
+            return output if return_dict else output.to_tuple()
         pixel_values = pixel_values.to(self.dtype)
         fuse = self.config.fuse_batch_norms and not exact
         if fuse:

@@ -190,9 +190,9 @@ def test_pixel_values_of_wrong_rank_raise_a_clear_error(detecting_model):
         detecting_model(torch.randn(3, 64, 64))
 
 
-def test_training_is_refused():
+def test_labels_without_the_required_keys_are_a_clear_error():
     model = MaskRCNNForInstanceSegmentation(MaskRCNNConfig())
-    with pytest.raises(NotImplementedError, match="inference-only"):
+    with pytest.raises(ValueError, match=r"labels\[0\] has no 'class_labels', 'boxes', 'masks'"):
         model(torch.randn(1, 3, 64, 64), labels=[{}])
 
 
