@@ -470,6 +470,144 @@ def resize_image(image: np.ndarray, new_width: int, new_height: int) -> np.ndarr
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Training annotations: COCO format -> MMDetection's train pipeline (CocoDataset, LoadAnnotations, Resize, RandomFlip)
+# --------------------------------------------------------------------------------------------------------------
+class AnnotationError(ValueError):
+    """A COCO annotation that cannot be read (missing or malformed fields, unknown category); the message names the
+    image and the annotation."""
+
+
+def resize_mask_nearest(masks: np.ndarray, new_width: int, new_height: int) -> np.ndarray:
+    """(n, H, W) -> (n, new_height, new_width) like `cv2.resize(INTER_NEAREST)` (MMDetection's `BitmapMasks.rescale`):
+    target pixel x takes source pixel `min(floor(x * (W / new_width)), W - 1)`, the scale in double precision."""
+    height, width = masks.shape[-2:]
+    inverse_x = 1.0 / (new_width / width)
+    inverse_y = 1.0 / (new_height / height)
+    columns = np.minimum(np.floor(np.arange(new_width) * inverse_x).astype(np.int64), width - 1)
+    rows = np.minimum(np.floor(np.arange(new_height) * inverse_y).astype(np.int64), height - 1)
+    return masks[:, rows[:, None], columns[None, :]]
+
+
+def decode_segmentation(segmentation: Any, height: int, width: int) -> Optional[np.ndarray]:
+    """(height, width) uint8 mask of a COCO segmentation (polygon list, uncompressed or compressed RLE), decoded with
+    pycocotools like MMDetection's `LoadAnnotations._poly2mask`. Polygons of odd length or < 6 values are skipped as
+    MMDetection skips them; None when nothing valid is left (MMDetection then ignores the object)."""
+    from pycocotools import mask as coco_mask
+
+    if isinstance(segmentation, (list, tuple)):
+        polygons = [list(map(float, polygon)) for polygon in segmentation
+                    if isinstance(polygon, (list, tuple, np.ndarray)) and len(polygon) % 2 == 0 and len(polygon) >= 6]
+        if not polygons:
+            return None
+        rle = coco_mask.merge(coco_mask.frPyObjects(polygons, height, width))
+    elif isinstance(segmentation, Mapping):
+        counts, size = segmentation.get("counts"), segmentation.get("size")
+        if counts is None or size is None or not isinstance(counts, (list, str, bytes)):
+            return None
+        if [int(v) for v in size] != [height, width]:
+            raise ValueError(f"its RLE size {list(size)} is not the image size [{height}, {width}]")
+        rle = coco_mask.frPyObjects(dict(segmentation), height, width) if isinstance(counts, list) else \
+            {"counts": counts.encode() if isinstance(counts, str) else counts, "size": [height, width]}
+    else:
+        return None
+    return coco_mask.decode(rle).astype(np.uint8)
+
+
+def parse_coco_annotations(target: Mapping[str, Any], image_index: int, height: int, width: int,
+                           category_to_class: Optional[Mapping[int, int]]) -> dict:
+    """One image's COCO annotations as MMDetection's `CocoDataset.parse_data_info` + `LoadAnnotations` +
+    `PackDetInputs` keep them, at the original size.
+
+    Dropped silently, as MMDetection drops them: `ignore` annotations, boxes with no overlap with the image, `area <= 0`,
+    width or height < 1, crowd annotations (`iscrowd=1` become ignored instances, which the Mask R-CNN losses never
+    read) and objects without a valid polygon/RLE. Raises `AnnotationError` (naming image and annotation) for a
+    missing or malformed `bbox`, a `category_id` outside `category_to_class` (or not a non-negative integer without a
+    mapping), or an RLE of another size.
+
+    Returns:
+        {"image_id", "class_labels" (n,) int64, "boxes" (n, 4) float32 x1y1x2y2, "masks" (n, height, width) uint8}.
+    """
+    if not isinstance(target, Mapping) or not isinstance(target.get("annotations"), (list, tuple)):
+        raise AnnotationError(f"annotations for image {image_index} must be a dict {{'image_id': ..., 'annotations': "
+                              f"[...]}} in COCO format, got {type(target).__name__}.")
+    image_id = target.get("image_id", image_index)
+    classes, boxes, masks = [], [], []
+    for annotation_index, annotation in enumerate(target["annotations"]):
+        where = f"image {image_index} (image_id {image_id}), annotation {annotation_index}"
+        if not isinstance(annotation, Mapping):
+            raise AnnotationError(f"{where}: an annotation must be a dict, got {type(annotation).__name__}.")
+        if annotation.get("ignore", False):
+            continue
+        bbox = annotation.get("bbox")
+        try:
+            x1, y1, box_width, box_height = (float(v) for v in bbox)
+        except (TypeError, ValueError):
+            raise AnnotationError(f"{where}: 'bbox' must be [x, y, width, height] numbers, got {bbox!r}.") from None
+        if not all(math.isfinite(v) for v in (x1, y1, box_width, box_height)):
+            raise AnnotationError(f"{where}: 'bbox' has a NaN or infinite value: {bbox!r}.")
+        overlap_width = max(0.0, min(x1 + box_width, width) - max(x1, 0.0))
+        overlap_height = max(0.0, min(y1 + box_height, height) - max(y1, 0.0))
+        area = annotation.get("area", box_width * box_height)
+        if overlap_width * overlap_height == 0 or area <= 0 or box_width < 1 or box_height < 1:
+            continue
+        category = annotation.get("category_id")
+        if category_to_class is not None:
+            if category not in category_to_class:
+                raise AnnotationError(f"{where}: category_id {category!r} is not one of the dataset's categories "
+                                      f"{sorted(category_to_class)[:20]}.")
+            class_index = int(category_to_class[category])
+        elif isinstance(category, (int, np.integer)) and not isinstance(category, bool) and category >= 0:
+            class_index = int(category)
+        else:
+            raise AnnotationError(f"{where}: category_id must be a class index (a key of the model's id2label) or be "
+                                  f"mapped with category_to_class, got {category!r}.")
+        if annotation.get("iscrowd", 0):
+            continue
+        try:
+            mask = decode_segmentation(annotation.get("segmentation"), height, width)
+        except ValueError as error:
+            raise AnnotationError(f"{where}: {error}.") from error
+        if mask is None:
+            continue
+        classes.append(class_index)
+        boxes.append([x1, y1, x1 + box_width, y1 + box_height])
+        masks.append(mask)
+    return {
+        "image_id": image_id,
+        "class_labels": np.asarray(classes, np.int64),
+        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+        "masks": np.asarray(masks, np.uint8).reshape(-1, height, width),
+    }
+
+
+def resize_annotations(parsed: dict, new_width: int, new_height: int) -> dict:
+    """Boxes times float32 `(w_scale, h_scale)` then clipped to the new size; masks nearest-resized (MMDetection's
+    `Resize._resize_bboxes` / `_resize_masks`). Scales are new / old size, from the rounded new size."""
+    height, width = parsed["masks"].shape[-2:]
+    scale = np.asarray([new_width / width, new_height / height] * 2, np.float32)
+    boxes = parsed["boxes"] * scale
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, new_width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, new_height)
+    masks = resize_mask_nearest(parsed["masks"], new_width, new_height) if (new_height, new_width) != (height, width) \
+        else parsed["masks"]
+    return {**parsed, "boxes": boxes.astype(np.float32), "masks": masks}
+
+
+def flip_annotations_horizontally(parsed: dict) -> dict:
+    """`x1' = W - x2`, `x2' = W - x1` (no -1) and masks mirrored (MMDetection's `RandomFlip`, horizontal)."""
+    width = parsed["masks"].shape[-1]
+    boxes = parsed["boxes"].copy()
+    boxes[:, 0], boxes[:, 2] = width - parsed["boxes"][:, 2], width - parsed["boxes"][:, 0]
+    return {**parsed, "boxes": boxes, "masks": np.ascontiguousarray(parsed["masks"][:, :, ::-1])}
+
+
+def annotations_to_labels(parsed: dict) -> dict:
+    """The model's `labels` entry of one image: torch tensors, masks as bool."""
+    return {"class_labels": torch.from_numpy(parsed["class_labels"]), "boxes": torch.from_numpy(parsed["boxes"]),
+            "masks": torch.from_numpy(parsed["masks"]).bool(), "image_id": parsed["image_id"]}
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Mask pasting: MMDetection's `_do_paste_mask` with skip_empty, one box at a time
 # --------------------------------------------------------------------------------------------------------------
 def _paste_window(box: torch.Tensor, canvas_height: int, canvas_width: int) -> tuple[int, int, int, int]:
@@ -701,6 +839,15 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             `OSError`) from their file header or array shape, before anything is decoded. The default is PIL's
             decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`); None disables this check (PIL itself still
             refuses files above twice its own limit).
+        do_random_flip (`bool`, *optional*, defaults to `False`):
+            Training augmentation: mirror each image (and its annotations) horizontally with `flip_probability`
+            (MMDetection's `RandomFlip(prob=0.5)`), drawn from NumPy's global generator as mmcv does.
+        flip_probability (`float`, *optional*, defaults to 0.5):
+            Probability of the horizontal flip when `do_random_flip` is on.
+        multiscale_resize_scales (`list[list[int]]`, *optional*):
+            Training augmentation of the ms-poly recipes (`RandomChoiceResize`): each image is resized keep-ratio to
+            a scale drawn uniformly from this list (e.g. `[[1333, 640], [1333, 672], ..., [1333, 800]]`) instead of
+            `resize_scale`. NumPy's global generator draws it.
 
     Conventions: arrays and tensors are taken as RGB (MMDetection's own ndarray path assumes BGR: flip OpenCV
     images with `image[:, :, ::-1]`). Post-processing keeps detections with `score >= threshold` and mask pixels
@@ -722,6 +869,9 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         do_normalize: bool = True,
         do_pad: bool = True,
         max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
+        do_random_flip: bool = False,
+        flip_probability: float = 0.5,
+        multiscale_resize_scales: Optional[Sequence[Sequence[int]]] = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -739,6 +889,10 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         self.do_normalize = bool(do_normalize)
         self.do_pad = bool(do_pad)
         self.max_image_pixels = max_image_pixels
+        self.do_random_flip = bool(do_random_flip)
+        self.flip_probability = float(flip_probability)
+        self.multiscale_resize_scales = (None if multiscale_resize_scales is None
+                                         else [[int(v) for v in scale] for scale in multiscale_resize_scales])
         self._validate_settings(self.__dict__)
 
     @staticmethod
@@ -753,6 +907,11 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             raise ValueError(f"resize_scale must be two positive sizes, got {settings['resize_scale']}.")
         if settings["size_divisor"] < 1:
             raise ValueError(f"size_divisor must be >= 1, got {settings['size_divisor']}.")
+        if not 0.0 <= float(settings.get("flip_probability", 0.5)) <= 1.0:
+            raise ValueError(f"flip_probability must lie in [0, 1], got {settings['flip_probability']}.")
+        for scale in settings.get("multiscale_resize_scales") or []:
+            if len(scale) != 2 or min(scale) <= 0:
+                raise ValueError(f"multiscale_resize_scales must hold pairs of positive sizes, got {scale}.")
         max_pixels = settings.get("max_image_pixels")
         if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)
                                        or max_pixels < 1):
@@ -767,7 +926,9 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
     def preprocess(
         self,
         images: Union[ImageSource, Sequence[ImageSource]],
+        annotations: Optional[Union[Mapping[str, Any], Sequence[Mapping[str, Any]]]] = None,
         return_tensors: Optional[str] = "pt",
+        category_to_class: Optional[Mapping[int, int]] = None,
         **kwargs,
     ) -> BatchFeature:
         """Loads, resizes, normalises and pads one image or a list of images.
@@ -776,7 +937,18 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             images: a path, encoded bytes, PIL image (any mode), numpy array (HWC or CHW; uint8, uint16, bool, or
                 float in [0, 1]; RGB order) or torch tensor (CHW or HWC), or a list of them. A 4-D array or tensor
                 is a batch. Multi-frame files give their first frame.
+            annotations: training targets in COCO detection format, one dict per image: `{"image_id": ...,
+                "annotations": [{"bbox": [x, y, width, height], "category_id": ..., "segmentation": polygons or
+                RLE, "iscrowd": 0/1, "area": ...}, ...]}` in original-image pixels (after EXIF orientation). They are
+                returned as `labels` in the model's frame, resized (and flipped) exactly like the image by
+                MMDetection's train pipeline: boxes scaled by the float32 per-axis scale factor and clipped, masks
+                decoded with pycocotools at the original size and nearest-resized. Objects MMDetection drops are
+                dropped (no overlap with the image, `area <= 0`, width or height < 1, `ignore`, crowd, no valid
+                polygon); a malformed `bbox`, an unknown category or an RLE of the wrong size raises
+                `AnnotationError` naming the image and the annotation.
             return_tensors: `"pt"` (default), `"np"` or None (torch tensors).
+            category_to_class: maps each `category_id` to a class index of the model (e.g. COCO's sparse ids 1..90
+                to 0..79). Without it `category_id` must already be the class index.
             kwargs: per-call overrides of the constructor settings (`do_resize`, `resize_scale`, `image_mean`,
                 `max_image_pixels`, ...).
 
@@ -789,19 +961,43 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         Returns:
             `BatchFeature` with `pixel_values` (batch_size, 3, padded_height, padded_width) float32, `image_sizes`
             (batch_size, 2) int64 resized (height, width) before padding, `original_sizes` (batch_size, 2) int64
-            (height, width) after EXIF orientation, `scale_factors` (batch_size, 2) float64 (new_w / w, new_h / h).
+            (height, width) after EXIF orientation, `scale_factors` (batch_size, 2) float64 (new_w / w, new_h / h),
+            and with `annotations` also `labels`: one dict per image with `class_labels` (n,) int64, `boxes` (n, 4)
+            float32 x1y1x2y2 in resized pixels, `masks` (n, new_height, new_width) bool and `image_id` — what
+            `MaskRCNNForInstanceSegmentation(..., labels=...)` takes — and `flipped` (batch_size,) bool.
         """
         settings = self._settings_with_overrides(kwargs)
         image_list = self._as_image_list(images)
-        tensors, image_sizes, original_sizes, scale_factors = [], [], [], []
+        if annotations is not None:
+            annotations = [annotations] if isinstance(annotations, Mapping) else list(annotations)
+            if len(annotations) != len(image_list):
+                raise ValueError(f"Got {len(annotations)} annotation dicts for {len(image_list)} images; give one "
+                                 "per image (an image without objects has an empty 'annotations' list).")
+        tensors, image_sizes, original_sizes, scale_factors, labels, flipped = [], [], [], [], [], []
         for index, image in enumerate(image_list):
             rgb = self._convert_with_context(image, index, len(image_list), settings["max_image_pixels"])
             height, width = rgb.shape[:2]
+            parsed = None if annotations is None else parse_coco_annotations(
+                annotations[index], index, height, width, category_to_class)
             if settings["do_resize"]:
-                new_width, new_height = compute_rescaled_size(width, height, settings["resize_scale"])
+                scale = settings["resize_scale"]
+                if settings["multiscale_resize_scales"]:
+                    choices = settings["multiscale_resize_scales"]
+                    scale = choices[np.random.randint(len(choices))]
+                new_width, new_height = compute_rescaled_size(width, height, scale)
                 rgb = resize_image(rgb, new_width, new_height)
+                if parsed is not None:
+                    parsed = resize_annotations(parsed, new_width, new_height)
             else:
                 new_width, new_height = width, height
+            flip = bool(settings["do_random_flip"]) and np.random.rand() < settings["flip_probability"]
+            if flip:
+                rgb = np.ascontiguousarray(rgb[:, ::-1])
+                if parsed is not None:
+                    parsed = flip_annotations_horizontally(parsed)
+            flipped.append(flip)
+            if parsed is not None:
+                labels.append(annotations_to_labels(parsed))
             tensors.append(self._normalize(rgb, settings))
             image_sizes.append((new_height, new_width))
             original_sizes.append((height, width))
@@ -812,11 +1008,51 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             "original_sizes": torch.tensor(original_sizes, dtype=torch.int64),
             "scale_factors": torch.tensor(scale_factors, dtype=torch.float64),
         }
+        if annotations is not None:
+            data["flipped"] = torch.tensor(flipped, dtype=torch.bool)
+            batch = BatchFeature(data=data, tensor_type=return_tensors)
+            batch["labels"] = labels  # a list of dicts of tensors, left as is (like DETR's processors)
+            return batch
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def collate(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Batch per-image training examples (a `collate_fn` for `DataLoader` or `Trainer`'s `data_collator`).
+
+        Each item is what this processor returns for one image (`pixel_values` `(1, 3, H, W)` or `(3, H, W)`,
+        `image_sizes`, optional `labels`): the images are cut to their resized size and padded together exactly as
+        `preprocess` pads a batch (bottom/right, `pad_value`, to a multiple of `size_divisor`).
+
+        Returns:
+            `{"pixel_values" (batch_size, 3, H, W), "image_sizes" (batch_size, 2), "labels": [dict, ...]}` (labels
+            only when every item has them).
+        """
+        if not items:
+            raise ValueError("collate got an empty list of examples.")
+        tensors, sizes, labels = [], [], []
+        for index, item in enumerate(items):
+            if "pixel_values" not in item or "image_sizes" not in item:
+                raise ValueError(f"Example {index} has no 'pixel_values'/'image_sizes'; collate takes this processor's "
+                                 "output for one image.")
+            pixel_values = torch.as_tensor(item["pixel_values"])
+            pixel_values = pixel_values[0] if pixel_values.dim() == 4 else pixel_values
+            height, width = (int(v) for v in torch.as_tensor(item["image_sizes"]).reshape(-1)[:2])
+            tensors.append(pixel_values[:, :height, :width])
+            sizes.append((height, width))
+            item_labels = item.get("labels")
+            if isinstance(item_labels, (list, tuple)):
+                item_labels = item_labels[0] if len(item_labels) == 1 else None
+            labels.append(item_labels)
+        padding = {"do_pad": True, "size_divisor": self.size_divisor, "pad_value": self.pad_value}
+        batch = {"pixel_values": self._pad_batch(tensors, padding),
+                 "image_sizes": torch.tensor(sizes, dtype=torch.int64)}
+        if all(item_labels is not None for item_labels in labels):
+            batch["labels"] = labels
+        return batch
 
     def _settings_with_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
         names = ("image_mean", "image_std", "input_channel_order", "resize_scale", "size_divisor", "pad_value",
-                 "do_resize", "do_normalize", "do_pad", "max_image_pixels")
+                 "do_resize", "do_normalize", "do_pad", "max_image_pixels", "do_random_flip", "flip_probability",
+                 "multiscale_resize_scales")
         unknown = sorted(set(overrides) - set(names))
         if unknown:
             logger.warning(f"MaskRCNNImageProcessor.preprocess ignores unknown arguments {unknown}.")
