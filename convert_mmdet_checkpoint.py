@@ -822,11 +822,11 @@ IMAGE_PROCESSOR_AUTO_MAP: Dict[str, str] = {"AutoImageProcessor": "image_process
 IMAGE_PROCESSOR_FIELDS = ("image_mean", "image_std", "input_channel_order", "resize_scale", "size_divisor")
 # Code files shipped next to the weights when present at the repository root (copied, never imported here).
 # segment.py is not one: it is the entry point of the mask_rcnn_batch package, which is no flat Hub file.
-CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "image_processing_mask_rcnn.py",
-              "inference_mask_rcnn.py", "pipeline.py", "serving_mask_rcnn.py", "convert_mmdet_checkpoint.py",
-              "handler.py")
-_REQUIRED_CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "image_processing_mask_rcnn.py",
-                        "inference_mask_rcnn.py", "pipeline.py", "serving_mask_rcnn.py")
+CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "losses_mask_rcnn.py",
+              "image_processing_mask_rcnn.py", "inference_mask_rcnn.py", "pipeline.py", "serving_mask_rcnn.py",
+              "convert_mmdet_checkpoint.py", "handler.py")
+_REQUIRED_CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "losses_mask_rcnn.py",
+                        "image_processing_mask_rcnn.py", "inference_mask_rcnn.py", "pipeline.py", "serving_mask_rcnn.py")
 REPO_ROOT = Path(__file__).resolve().parent
 
 

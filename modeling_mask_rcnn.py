@@ -46,9 +46,16 @@ except ImportError:  # imported as a top-level module (tests, scripts)
     from configuration_mask_rcnn import MaskRCNNConfig, bottleneck_width
 
 try:
-    from . import losses_mask_rcnn as training_losses
+    from .losses_mask_rcnn import (TrainProposalSettings, box_losses, mask_loss, mask_targets, prepare_ground_truth,
+                                   rpn_losses, rpn_targets, sample_rois, valid_anchor_flags)
 except ImportError:  # imported as a top-level module (tests, scripts)
-    training_losses = importlib.import_module("losses_mask_rcnn")
+    _losses_module = importlib.import_module("losses_mask_rcnn")
+    TrainProposalSettings, box_losses, mask_loss, mask_targets, prepare_ground_truth = (
+        _losses_module.TrainProposalSettings, _losses_module.box_losses, _losses_module.mask_loss,
+        _losses_module.mask_targets, _losses_module.prepare_ground_truth)
+    rpn_losses, rpn_targets, sample_rois, valid_anchor_flags = (
+        _losses_module.rpn_losses, _losses_module.rpn_targets, _losses_module.sample_rois,
+        _losses_module.valid_anchor_flags)
 
 
 # ================================================================================================================
@@ -1002,7 +1009,7 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         config = self.config
         padded_size = tuple(pixel_values.shape[-2:])
         ground_truths = [
-            training_losses.prepare_ground_truth(image_labels, index, size, padded_size, config.num_labels,
+            prepare_ground_truth(image_labels, index, size, padded_size, config.num_labels,
                                                  pixel_values.device)
             for index, (image_labels, size) in enumerate(zip(labels, image_sizes))
         ]
@@ -1016,12 +1023,12 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         rpn_targets = []
         for (height, width), ground_truth in zip(image_sizes, ground_truths):
             own_padded_size = (-(-height // divisor) * divisor, -(-width // divisor) * divisor)
-            valid = training_losses.valid_anchor_flags(feature_sizes, own_padded_size, config.anchor_strides,
+            valid = valid_anchor_flags(feature_sizes, own_padded_size, config.anchor_strides,
                                                        config.num_anchors_per_location, anchors.device)
-            rpn_targets.append(training_losses.rpn_targets(anchors, valid, ground_truth.boxes, config))
-        loss_rpn_cls, loss_rpn_bbox = training_losses.rpn_losses(objectness, deltas, rpn_targets, config)
+            rpn_targets.append(rpn_targets(anchors, valid, ground_truth.boxes, config))
+        loss_rpn_cls, loss_rpn_bbox = rpn_losses(objectness, deltas, rpn_targets, config)
         # 3. train-time proposals (detached), then RoI sampling per image with the ground truth added
-        proposal_settings = training_losses.TrainProposalSettings(config)
+        proposal_settings = TrainProposalSettings(config)
         level_anchors = self.compute_anchors(pyramid)
         samples = []
         with torch.no_grad():
@@ -1031,20 +1038,20 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
                     [level[image_index].detach().float() for level in deltas],
                     level_anchors, size, proposal_settings,
                 )
-                samples.append(training_losses.sample_rois(proposals, ground_truth, config))
+                samples.append(sample_rois(proposals, ground_truth, config))
         # 4. box head on the sampled RoIs
         roi_features = self.box_roi_align(pyramid, boxes_to_rois([sample.boxes for sample in samples]))
         class_logits, box_deltas = self.box_head(roi_features)
-        loss_cls, loss_bbox, accuracy = training_losses.box_losses(class_logits, box_deltas, samples,
+        loss_cls, loss_bbox, accuracy = box_losses(class_logits, box_deltas, samples,
                                                                    ground_truths, config)
         # 5. mask head on the positives, against RoIAligned ground truth masks
         mask_features = self.mask_roi_align(pyramid, boxes_to_rois([sample.positive_boxes for sample in samples]))
         mask_logits = self.mask_head(mask_features)
         with torch.no_grad():
-            targets = training_losses.mask_targets(samples, ground_truths, mask_logits.shape[-1],
+            targets = mask_targets(samples, ground_truths, mask_logits.shape[-1],
                                                    config.mask_target_binarize_threshold).to(mask_logits.device)
         positive_labels = torch.cat([sample.positive_labels for sample in samples])
-        loss_mask = training_losses.mask_loss(mask_logits, targets, positive_labels, config)
+        loss_mask = mask_loss(mask_logits, targets, positive_labels, config)
         return {"loss_rpn_cls": loss_rpn_cls, "loss_rpn_bbox": loss_rpn_bbox, "loss_cls": loss_cls, "acc": accuracy,
                 "loss_bbox": loss_bbox, "loss_mask": loss_mask}
 

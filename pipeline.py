@@ -68,7 +68,8 @@ CUSTOM_PIPELINES: Dict[str, Dict[str, Any]] = {
                          "pt": ["AutoModelForObjectDetection"], "type": "image"},
 }
 # Code files a saved folder needs for `trust_remote_code=True` loading (auto_map + custom_pipelines refer to them).
-CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "image_processing_mask_rcnn.py", "pipeline.py")
+CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "losses_mask_rcnn.py", "image_processing_mask_rcnn.py",
+              "pipeline.py")
 # copied too when found beside the loaded code or in the model folder: the Inference Endpoints entry point
 OPTIONAL_CODE_FILES = ("handler.py",)
 
