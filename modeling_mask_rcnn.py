@@ -993,6 +993,31 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
             )
 
     # -------------------------------------------------------------------------------------------- training
+    def reset_class_heads(self, id2label: Dict[int, str]) -> None:
+        """Switch to a new class set: replace the class-specific layers, initialised as MMDetection initialises them
+        (box classifier Normal(0, 0.01), box deltas Normal(0, 0.001), mask logits Kaiming-normal fan-out/ReLU, biases
+        0), and update `config.id2label`/`label2id`. Everything else (backbone, FPN, RPN, shared layers) is kept.
+
+        Args:
+            id2label: class index -> name, indices 0..num_classes-1.
+        """
+        id2label = {int(index): str(name) for index, name in id2label.items()}
+        if sorted(id2label) != list(range(len(id2label))) or not id2label:
+            raise ValueError(f"id2label must map 0..num_classes-1 to names, got keys {sorted(id2label)[:10]}.")
+        self.config.id2label = id2label
+        self.config.label2id = {name: index for index, name in id2label.items()}
+        num_classes = len(id2label)
+        reference = self.box_head.class_logits.weight
+        hidden = self.box_head.class_logits.in_features
+        self.box_head.class_logits = nn.Linear(hidden, num_classes + 1).to(reference)
+        self.box_head.box_deltas = nn.Linear(hidden, 4 * num_classes).to(reference)
+        self.mask_head.mask_logits = nn.Conv2d(self.mask_head.mask_logits.in_channels, num_classes, 1).to(reference)
+        nn.init.normal_(self.box_head.class_logits.weight, mean=0.0, std=0.01)
+        nn.init.normal_(self.box_head.box_deltas.weight, mean=0.0, std=0.001)
+        nn.init.kaiming_normal_(self.mask_head.mask_logits.weight, mode="fan_out", nonlinearity="relu")
+        for layer in (self.box_head.class_logits, self.box_head.box_deltas, self.mask_head.mask_logits):
+            nn.init.zeros_(layer.bias)
+
     def compute_losses(
         self, pixel_values: torch.Tensor, image_sizes: List[Tuple[int, int]], labels: List[dict]
     ) -> Dict[str, torch.Tensor]:
@@ -1009,27 +1034,26 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         config = self.config
         padded_size = tuple(pixel_values.shape[-2:])
         ground_truths = [
-            prepare_ground_truth(image_labels, index, size, padded_size, config.num_labels,
-                                                 pixel_values.device)
+            prepare_ground_truth(image_labels, index, size, padded_size, config.num_labels, pixel_values.device)
             for index, (image_labels, size) in enumerate(zip(labels, image_sizes))
         ]
         # 1. backbone + FPN (never batch-norm-folded here: the folded weights are constants without gradient)
         pyramid = self.fpn(self.backbone(pixel_values))
         # 2. RPN losses on the sampled anchors of each image
         objectness, deltas = self.rpn_head(pyramid)
-        anchors = torch.cat(self.compute_anchors(pyramid))
+        level_anchors = self.compute_anchors(pyramid)
+        anchors = torch.cat(level_anchors)
         feature_sizes = [tuple(level.shape[-2:]) for level in pyramid]
         divisor = config.size_divisor
-        rpn_targets = []
+        anchor_targets = []
         for (height, width), ground_truth in zip(image_sizes, ground_truths):
             own_padded_size = (-(-height // divisor) * divisor, -(-width // divisor) * divisor)
             valid = valid_anchor_flags(feature_sizes, own_padded_size, config.anchor_strides,
-                                                       config.num_anchors_per_location, anchors.device)
-            rpn_targets.append(rpn_targets(anchors, valid, ground_truth.boxes, config))
-        loss_rpn_cls, loss_rpn_bbox = rpn_losses(objectness, deltas, rpn_targets, config)
+                                       config.num_anchors_per_location, anchors.device)
+            anchor_targets.append(rpn_targets(anchors, valid, ground_truth.boxes, config))
+        loss_rpn_cls, loss_rpn_bbox = rpn_losses(objectness, deltas, anchor_targets, config)
         # 3. train-time proposals (detached), then RoI sampling per image with the ground truth added
         proposal_settings = TrainProposalSettings(config)
-        level_anchors = self.compute_anchors(pyramid)
         samples = []
         with torch.no_grad():
             for image_index, (size, ground_truth) in enumerate(zip(image_sizes, ground_truths)):
@@ -1042,14 +1066,13 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         # 4. box head on the sampled RoIs
         roi_features = self.box_roi_align(pyramid, boxes_to_rois([sample.boxes for sample in samples]))
         class_logits, box_deltas = self.box_head(roi_features)
-        loss_cls, loss_bbox, accuracy = box_losses(class_logits, box_deltas, samples,
-                                                                   ground_truths, config)
+        loss_cls, loss_bbox, accuracy = box_losses(class_logits, box_deltas, samples, ground_truths, config)
         # 5. mask head on the positives, against RoIAligned ground truth masks
         mask_features = self.mask_roi_align(pyramid, boxes_to_rois([sample.positive_boxes for sample in samples]))
         mask_logits = self.mask_head(mask_features)
         with torch.no_grad():
             targets = mask_targets(samples, ground_truths, mask_logits.shape[-1],
-                                                   config.mask_target_binarize_threshold).to(mask_logits.device)
+                                   config.mask_target_binarize_threshold).to(mask_logits.device)
         positive_labels = torch.cat([sample.positive_labels for sample in samples])
         loss_mask = mask_loss(mask_logits, targets, positive_labels, config)
         return {"loss_rpn_cls": loss_rpn_cls, "loss_rpn_bbox": loss_rpn_bbox, "loss_cls": loss_cls, "acc": accuracy,
