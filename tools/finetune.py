@@ -44,7 +44,7 @@ for _path in (REPO_ROOT, REPO_ROOT / "tools"):
 
 import torch  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
-from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed  # noqa: E402
 
 import evaluate_coco  # noqa: E402
 from convert_mmdet_checkpoint import CODE_FILES, config_json_dict, preprocessor_json_dict  # noqa: E402
@@ -153,9 +153,16 @@ def build_optimizer(model: torch.nn.Module, learning_rate: float) -> torch.optim
 
 
 class MaskRCNNTrainer(Trainer):
-    """`Trainer` that also logs the loss terms (`loss_rpn_cls`, ..., `acc`) of the last step."""
+    """`Trainer` that also logs the loss terms (`loss_rpn_cls`, ..., `acc`) of the last step, and can read the data
+    in order (`shuffle=False`; in data-parallel runs consecutive batches then go to consecutive processes)."""
 
     _last_terms: Dict[str, float] = {}
+    shuffle: bool = True
+
+    def _get_train_sampler(self, *args, **kwargs):
+        if self.shuffle:
+            return super()._get_train_sampler(*args, **kwargs)
+        return torch.utils.data.SequentialSampler(self.train_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -202,6 +209,43 @@ class CocoEvaluationCallback(TrainerCallback):
         with open(self.metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(metrics) + "\n")
         return control
+
+
+def parameters_digest(model: torch.nn.Module) -> str:
+    """sha256 over every parameter's bytes, in name order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, parameter in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(parameter.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_replicas_identical(model: torch.nn.Module) -> List[str]:
+    """Every process's parameter digest (gathered to all); raises FinetuneError when the replicas differ."""
+    digest = parameters_digest(model)
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [digest]
+    digests: List[Optional[str]] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(digests, digest)
+    if len(set(digests)) != 1:
+        raise FinetuneError(f"The data-parallel replicas ended with different parameters: {digests}")
+    return digests
+
+
+def parse_config_overrides(pairs: Sequence[str]) -> Dict[str, Any]:
+    """`KEY=VALUE` strings (VALUE parsed as JSON when it is JSON) for config fields of the model."""
+    overrides = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator:
+            raise FinetuneError(f"--set takes KEY=VALUE, got {pair!r}.")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            overrides[key] = value
+    return overrides
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -252,6 +296,11 @@ def build_argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
     parser.add_argument("--save-total-limit", type=int, default=None, help="keep at most N epoch checkpoints")
     parser.add_argument("--logging-steps", type=int, default=50)
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config fields for training, e.g. rpn_train_num_samples=512")
+    parser.add_argument("--no-shuffle", action="store_true", help="read the training images in id order")
+    parser.add_argument("--check-replicas", action="store_true",
+                        help="at the end, verify that every data-parallel process holds the same parameters")
     return parser
 
 
@@ -259,10 +308,15 @@ def run(arguments: argparse.Namespace) -> Dict[str, Any]:
     """Train per the parsed arguments; returns {"model_dir", "metrics" (per-epoch list), "train_result"}."""
     if (arguments.val_images is None) != (arguments.val_annotations is None):
         raise FinetuneError("--val-images and --val-annotations go together.")
+    set_seed(arguments.seed)  # the re-initialised class layers are the same in every process and every run
     train_coco = load_coco(arguments.train_annotations)
     classes = dataset_classes(train_coco)
     category_to_class = {category_id: index for index, category_id in enumerate(classes)}
     model = load_model_for_classes(arguments.model, list(classes.values()))
+    for key, value in parse_config_overrides(arguments.set).items():
+        if not hasattr(model.config, key):
+            raise FinetuneError(f"--set {key}: the model config has no such field.")
+        setattr(model.config, key, value)
     if arguments.resize_scale:
         model.config.resize_scale = list(arguments.resize_scale)
     processor_settings = preprocessor_json_dict(model.config)
@@ -289,7 +343,10 @@ def run(arguments: argparse.Namespace) -> Dict[str, Any]:
         max_steps=arguments.max_steps, learning_rate=learning_rate, weight_decay=WEIGHT_DECAY,
         save_strategy="epoch", save_total_limit=arguments.save_total_limit, logging_steps=arguments.logging_steps,
         report_to=[], remove_unused_columns=False, dataloader_num_workers=arguments.num_workers,
-        seed=arguments.seed, ddp_find_unused_parameters=False,
+        seed=arguments.seed, ddp_find_unused_parameters=False, max_grad_norm=0.0,  # MMDetection: clip_grad=None
+        # without CUDA, torchrun/accelerate processes train data-parallel on the CPU over gloo
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
     )
     callbacks = []
     evaluator = None
@@ -300,9 +357,14 @@ def run(arguments: argparse.Namespace) -> Dict[str, Any]:
     trainer = MaskRCNNTrainer(model=model, args=training_arguments, train_dataset=train_dataset,
                               data_collator=train_processor.collate, optimizers=(optimizer, scheduler),
                               callbacks=callbacks)
+    trainer.shuffle = not arguments.no_shuffle
     os.makedirs(arguments.output_dir, exist_ok=True)
     train_result = trainer.train(resume_from_checkpoint=True if arguments.resume else None)
     model_dir = os.path.join(arguments.output_dir, "model")
+    if arguments.check_replicas:
+        digests = check_replicas_identical(trainer.model)
+        if trainer.is_world_process_zero():
+            print(f"parameters identical on all {len(digests)} processes: {digests[0][:16]}", flush=True)
     metrics: List[dict] = []
     if trainer.is_world_process_zero():
         export_hub_folder(trainer.model, model_dir)
