@@ -152,7 +152,8 @@ class MaskRCNNConfig(_BaseConfig):
     Training (`forward(..., labels=...)`; MMDetection's `train_cfg` and loss settings of `mask-rcnn_r50_fpn`):
 
         backbone_frozen_stages (`int`, *optional*, defaults to 1):
-            The stem and the first `backbone_frozen_stages` ResNet stages get no gradient (`frozen_stages`).
+            The stem and the first `backbone_frozen_stages` ResNet stages get no gradient (`frozen_stages`; as in
+            MMDetection, 0 still freezes the stem and -1 freezes nothing).
         backbone_batch_norm_trainable (`bool`, *optional*, defaults to `True`):
             Whether the affine weight/bias of the (always eval-mode) backbone batch norms of the unfrozen stages are
             trained (`norm_cfg.requires_grad`; `False` in the caffe-style and detectron2 ResNeXt configs).
@@ -430,8 +431,9 @@ class MaskRCNNConfig(_BaseConfig):
         if self.numerics == "exact" and self.fuse_batch_norms:
             fail("fuse_batch_norms changes the rounding of every convolution, so it cannot be combined with "
                  "numerics='exact'; use numerics='fast'.")
-        if not 0 <= self.backbone_frozen_stages <= 4:
-            fail(f"backbone_frozen_stages must lie in 0..4 (stem + that many stages), got {self.backbone_frozen_stages}.")
+        if not -1 <= self.backbone_frozen_stages <= 4:
+            fail(f"backbone_frozen_stages must lie in -1..4 (-1: nothing frozen, else the stem + that many stages), "
+                 f"got {self.backbone_frozen_stages}.")
         for stage in ("rpn", "roi"):
             for name in (f"{stage}_train_pos_iou_threshold", f"{stage}_train_neg_iou_threshold",
                          f"{stage}_train_min_pos_iou", f"{stage}_train_pos_fraction"):

@@ -332,10 +332,11 @@ class MaskRCNNResNetBackbone(nn.Module):
             self.add_module(f"layer{stage_index + 1}", nn.Sequential(*blocks))
 
     def freeze_for_training(self, frozen_stages: int, batch_norm_trainable: bool) -> None:
-        """No gradients for the stem and the first `frozen_stages` stages, nor for the batch norms' affine parameters
-        unless `batch_norm_trainable` (MMDetection's `frozen_stages` / `norm_cfg.requires_grad`). Batch norms always
-        normalise with their running statistics, in `train()` mode too (`norm_eval=True`)."""
-        frozen_modules = [self.conv1, self.bn1] if frozen_stages >= 1 else []
+        """No gradients for the stem (when `frozen_stages >= 0`) and the first `frozen_stages` stages, nor for the batch
+        norms' affine parameters unless `batch_norm_trainable` (MMDetection's `ResNet._freeze_stages` /
+        `norm_cfg.requires_grad`; -1 freezes nothing). Batch norms always normalise with their running statistics,
+        in `train()` mode too (`norm_eval=True`)."""
+        frozen_modules = [self.conv1, self.bn1] if frozen_stages >= 0 else []
         frozen_modules += [getattr(self, f"layer{stage}") for stage in range(1, frozen_stages + 1)]
         for module in frozen_modules:
             module.requires_grad_(False)

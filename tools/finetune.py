@@ -285,6 +285,9 @@ def build_argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=None,
                         help="learning rate (default 0.02 x global batch / 16, MMDetection's linear scaling)")
     parser.add_argument("--warmup-iterations", type=int, default=WARMUP_ITERATIONS, help="linear warm-up steps (500)")
+    parser.add_argument("--max-grad-norm", type=float, default=0.0,
+                        help="clip the global gradient norm (0: off, MMDetection's Mask R-CNN default; 35 is the "
+                             "clip_grad of several MMDetection recipes)")
     parser.add_argument("--resize-scale", type=int, nargs=2, default=None, metavar=("LONG", "SHORT"),
                         help="keep-ratio resize limits for training and the exported model (default: the model's)")
     parser.add_argument("--multiscale", action="store_true",
@@ -343,7 +346,7 @@ def run(arguments: argparse.Namespace) -> Dict[str, Any]:
         max_steps=arguments.max_steps, learning_rate=learning_rate, weight_decay=WEIGHT_DECAY,
         save_strategy="epoch", save_total_limit=arguments.save_total_limit, logging_steps=arguments.logging_steps,
         report_to=[], remove_unused_columns=False, dataloader_num_workers=arguments.num_workers,
-        seed=arguments.seed, ddp_find_unused_parameters=False, max_grad_norm=0.0,  # MMDetection: clip_grad=None
+        seed=arguments.seed, ddp_find_unused_parameters=False, max_grad_norm=arguments.max_grad_norm,
         # without CUDA, torchrun/accelerate processes train data-parallel on the CPU over gloo
         use_cpu=not torch.cuda.is_available(),
         ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
