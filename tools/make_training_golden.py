@@ -179,7 +179,7 @@ def record_case(variant: str, case: str, keep_ground_truth: bool) -> dict:
         "images": TRAINING_CASES[case]["images"],
         "image_sizes": [list(size) for size in image_sizes],
         "batch_input_shape": list(pixel_values.shape),
-        "losses": {name: float(value) for name, value in log_vars.items()},
+        "losses": {name: float(value.detach()) for name, value in log_vars.items()},
         "rpn_levels": {name: [float(level) for level in losses[name]] for name in ("loss_rpn_cls", "loss_rpn_bbox")},
         "gradient_norm": gradient_norm(gradients),
         "parameter_gradient_norms": {name: float(grad.double().norm()) for name, grad in gradients},

@@ -45,8 +45,8 @@ def run_training_case(variant: str, case: str, numerics: str = "exact", golden: 
     rng_after = int(torch.randint(0, 2**62, (1,)).item())
     output.loss.backward()
     gradients = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
-    losses = {name: float(value) for name, value in output.loss_dict.items()}
-    losses["loss"] = float(output.loss)
+    losses = {name: float(value.detach()) for name, value in output.loss_dict.items()}
+    losses["loss"] = float(output.loss.detach())
     return {
         "losses": losses,
         "gradient_norm": gradient_norm(gradients),
