@@ -492,8 +492,7 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> Optional[
     """(height, width) uint8 mask of a COCO segmentation (polygon list, uncompressed or compressed RLE), decoded with
     pycocotools like MMDetection's `LoadAnnotations._poly2mask`. Polygons of odd length or < 6 values are skipped as
     MMDetection skips them; None when nothing valid is left (MMDetection then ignores the object)."""
-    from pycocotools import mask as coco_mask
-
+    coco_mask = _coco_mask_module()
     if isinstance(segmentation, (list, tuple)):
         polygons = [list(map(float, polygon)) for polygon in segmentation
                     if isinstance(polygon, (list, tuple, np.ndarray)) and len(polygon) % 2 == 0 and len(polygon) >= 6]
@@ -506,8 +505,9 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> Optional[
             return None
         if [int(v) for v in size] != [height, width]:
             raise ValueError(f"its RLE size {list(size)} is not the image size [{height}, {width}]")
-        rle = coco_mask.frPyObjects(dict(segmentation), height, width) if isinstance(counts, list) else \
-            {"counts": counts.encode() if isinstance(counts, str) else counts, "size": [height, width]}
+        if not isinstance(counts, list):  # compressed RLE
+            return decode_mask_rle(segmentation).astype(np.uint8)
+        rle = coco_mask.frPyObjects(dict(segmentation), height, width)
     else:
         return None
     return coco_mask.decode(rle).astype(np.uint8)
@@ -1042,8 +1042,7 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             if isinstance(item_labels, (list, tuple)):
                 item_labels = item_labels[0] if len(item_labels) == 1 else None
             labels.append(item_labels)
-        padding = {"do_pad": True, "size_divisor": self.size_divisor, "pad_value": self.pad_value}
-        batch = {"pixel_values": self._pad_batch(tensors, padding),
+        batch = {"pixel_values": self.pad(tensors),
                  "image_sizes": torch.tensor(sizes, dtype=torch.int64)}
         if all(item_labels is not None for item_labels in labels):
             batch["labels"] = labels
@@ -1291,6 +1290,6 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         return {"segmentation": segmentation, "segments_info": _segments_info(scores, labels)}
 
 
-__all__ = ["MaskRCNNImageProcessor", "ImageTooLargeError", "DEFAULT_MAX_IMAGE_PIXELS", "load_image",
+__all__ = ["MaskRCNNImageProcessor", "ImageTooLargeError", "AnnotationError", "DEFAULT_MAX_IMAGE_PIXELS", "load_image",
            "resize_bilinear_uint8", "compute_rescaled_size", "paste_masks", "encode_mask_rle", "encode_masks_rle",
            "decode_mask_rle", "encode_pasted_masks_rle"]
