@@ -12,6 +12,7 @@ only show the format).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -26,7 +27,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from browser_screenshot import find_chromium, screenshot
+from prepare_space import flatten_requirements, prepare_space
 from image_processing_mask_rcnn import MaskRCNNImageProcessor, load_image, pil_to_rgb_array
 from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation
 from segment import draw_overlay
@@ -105,30 +107,39 @@ def model_folder(tmp_path_factory) -> Path:
     return build_hub_folder(tmp_path_factory).path
 
 
-@pytest.fixture(scope="module")
-def app(model_folder, tmp_path_factory) -> RunningApp:
-    """`python space/app.py --model FOLDER --port P` from a neutral folder, as a Hub user runs it; stopped after."""
-    work = tmp_path_factory.mktemp("space-app")
-    examples = work / "examples"
-    examples.mkdir()
-    shutil.copy(EXAMPLE, examples / EXAMPLE.name)
+@contextlib.contextmanager
+def running_app(script: Path, arguments: List[str], work: Path) -> Iterator[RunningApp]:
+    """`python SCRIPT --port P ARGUMENTS` started from the neutral folder `work`, as a Hub user runs it (empty
+    HF_HOME, offline, no repository on PYTHONPATH); stopped, with everything it started, on exit."""
     port = _free_port()
     env = hub_user_env(work / "hf_home")
     env.update(GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(work / "gradio"))
-    env.pop("GRADIO_SERVER_NAME", None)
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "MODEL_ID"):
+        env.pop(name, None)
     log = work / "app.log"
     with open(log, "wb") as log_stream:
-        process = subprocess.Popen(
-            [sys.executable, str(APP), "--model", str(model_folder), "--port", str(port), "--examples",
-             str(examples), "--max-file-size", f"{MAX_FILE_SIZE_MB}mb"],
-            cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=log_stream, stderr=subprocess.STDOUT,
-            start_new_session=True)
+        process = subprocess.Popen([sys.executable, str(script), "--port", str(port), *arguments], cwd=work,
+                                   env=env, stdin=subprocess.DEVNULL, stdout=log_stream, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}/"
         _wait_until_serving(url, process, log)
         yield RunningApp(url, log, process)
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="module")
+def app(model_folder, tmp_path_factory) -> Iterator[RunningApp]:
+    """`python space/app.py --model FOLDER` with one example and a small upload limit."""
+    work = tmp_path_factory.mktemp("space-app")
+    examples = work / "examples"
+    examples.mkdir()
+    shutil.copy(EXAMPLE, examples / EXAMPLE.name)
+    arguments = ["--model", str(model_folder), "--examples", str(examples), "--max-file-size",
+                 f"{MAX_FILE_SIZE_MB}mb"]
+    with running_app(APP, arguments, work) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -384,3 +395,30 @@ def test_the_page_shows_the_annotated_example_in_chromium(app, reference, tmp_pa
     assert to_annotated[masks].mean() < 15 < to_plain[masks].mean(), (
         f"the masks are not visible: within them the page differs by {to_annotated[masks].mean():.1f} from the "
         f"annotated picture and by {to_plain[masks].mean():.1f} from the plain photo")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The pushable Space folder
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_the_prepared_space_folder_runs_on_its_own(model_folder, reference, tmp_path):
+    """tools/prepare_space.py's folder holds everything app.py imports: run from a copy elsewhere, with no --model
+    (the model comes from README.md's `models:`), it serves the same detections."""
+    folder = prepare_space(tmp_path / "space", model_id=str(model_folder), examples=[PHOTO])
+    # copied away from the checkout (app.py also looks one folder up): only the folder's own files can be imported
+    moved = shutil.copytree(folder, tmp_path / "elsewhere" / "space")
+    requirements = (moved / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert not [line for line in requirements if line.strip().startswith("-r")]
+    root_requirements = [line for line in flatten_requirements(REPO_ROOT / "requirements.txt")
+                         if line.strip() and not line.startswith("#")]
+    assert set(root_requirements) <= set(requirements)
+    assert (moved / "examples" / PHOTO.name).is_file()
+
+    work = tmp_path / "work"
+    work.mkdir()
+    with running_app(moved / "app.py", [], work) as running:
+        answer = running.client().predict(gradio_client.handle_file(str(PHOTO)), MIN_THRESHOLD, [],
+                                          api_name="/detect")
+        rgb, everything = reference(PHOTO)
+        _check_answer(answer, rgb, everything, reference.label_names, PHOTO.name)
