@@ -10,8 +10,8 @@ front matter of the README.md next to this file (what `tools/prepare_space.py --
 per process; forward passes run one at a time under a lock, while every browser session keeps its own results in
 `gr.State`. Each image runs through the network once, keeping the detections down to the slider's lowest threshold
 with COCO RLE masks (the processor's `return_rle=True` encoder); moving the slider or the class filter only filters
-those and redraws, with the batch CLI's overlay renderer. The page binds to 127.0.0.1 unless `--host` (or Gradio's
-own `GRADIO_SERVER_NAME`, which Spaces set to 0.0.0.0) says otherwise.
+those and redraws, with the batch CLI's overlay renderer. The page binds to 127.0.0.1 unless `--host`, Gradio's own
+`GRADIO_SERVER_NAME` or a Space (`SPACE_ID` set: 0.0.0.0 behind the Hub's proxy) says otherwise.
 """
 
 from __future__ import annotations
@@ -387,6 +387,14 @@ def default_model_id() -> Optional[str]:
     return None
 
 
+def default_host() -> str:
+    """Gradio's GRADIO_SERVER_NAME when set; else 0.0.0.0 inside a Hugging Face Space (it sets SPACE_ID and proxies
+    the page), else 127.0.0.1: on anyone's own machine the demo is never reachable from the network by default."""
+    if os.environ.get("GRADIO_SERVER_NAME"):
+        return os.environ["GRADIO_SERVER_NAME"]
+    return "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"
+
+
 def find_examples(folders: Sequence[Path]) -> List[str]:
     """Image files of the first of `folders` that exists, sorted by name."""
     for folder in folders:
@@ -398,8 +406,8 @@ def find_examples(folders: Sequence[Path]) -> List[str]:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="local folder or Hub id (default: MODEL_ID, else README.md)")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                        help="address to bind (default 127.0.0.1, or GRADIO_SERVER_NAME)")
+    parser.add_argument("--host", default=default_host(),
+                        help="address to bind (default: GRADIO_SERVER_NAME, else 0.0.0.0 in a Space, else 127.0.0.1)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--max-image-pixels", type=int,
