@@ -227,39 +227,55 @@ def _check_answer(answer, rgb: np.ndarray, expected: Dict[str, np.ndarray], labe
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def test_upload_then_filters_without_running_the_network_again(app, reference):
-    rgb, everything = reference(PHOTO)
+@pytest.fixture(scope="module")
+def mirrored_photo(tmp_path_factory) -> Path:
+    """The photo mirrored: an upload with several instances that is not the app's example (whose detections the app
+    computed at start-up)."""
+    path = tmp_path_factory.mktemp("uploads") / "mirrored photo.png"
+    Image.fromarray(np.ascontiguousarray(np.asarray(Image.open(PHOTO))[:, ::-1])).save(path)
+    return path
+
+
+def test_upload_then_filters_without_running_the_network_again(app, reference, mirrored_photo):
+    upload = mirrored_photo
+    rgb, everything = reference(upload)
     names = reference.label_names
     assert len(everything["scores"]) >= 2, "the synthetic weights should find several instances on the photo"
     client = app.client()
     before = app.forward_passes()
 
-    answer = client.predict(gradio_client.handle_file(str(PHOTO)), MIN_THRESHOLD, [], api_name="/detect")
-    _check_answer(answer, rgb, everything, names, PHOTO.name)
+    answer = client.predict(gradio_client.handle_file(str(upload)), MIN_THRESHOLD, [], api_name="/detect")
+    _check_answer(answer, rgb, everything, names, upload.name)
     assert app.forward_passes() == before + 1
 
     threshold = float(np.median(everything["scores"]))
     answer = client.predict(threshold, [], api_name="/filter")
-    kept = _check_answer(answer, rgb, _subset(everything, everything["scores"] >= threshold), names, PHOTO.name)
+    kept = _check_answer(answer, rgb, _subset(everything, everything["scores"] >= threshold), names, upload.name)
     assert 0 < len(kept["annotations"]) < len(everything["scores"])
     assert kept["info"]["score_threshold"] == threshold
 
     label = names[int(everything["labels"][-1])]
     answer = client.predict(MIN_THRESHOLD, [label], api_name="/filter")
     only = _subset(everything, everything["labels"] == int(everything["labels"][-1]))
-    assert _check_answer(answer, rgb, only, names, PHOTO.name)["info"]["classes"] == [label]
+    assert _check_answer(answer, rgb, only, names, upload.name)["info"]["classes"] == [label]
 
     # the same file again (a re-upload) reuses the session's detections as well
-    answer = client.predict(gradio_client.handle_file(str(PHOTO)), DEFAULT_THRESHOLD, [], api_name="/detect")
-    _check_answer(answer, rgb, _subset(everything, everything["scores"] >= DEFAULT_THRESHOLD), names, PHOTO.name)
+    answer = client.predict(gradio_client.handle_file(str(upload)), DEFAULT_THRESHOLD, [], api_name="/detect")
+    _check_answer(answer, rgb, _subset(everything, everything["scores"] >= DEFAULT_THRESHOLD), names, upload.name)
+    assert app.forward_passes() == before + 1
+
+    # and the example, computed once at start-up, is served from memory in any session
+    example_rgb, example = reference(EXAMPLE)
+    answer = app.client().predict(gradio_client.handle_file(str(EXAMPLE)), MIN_THRESHOLD, [], api_name="/detect")
+    _check_answer(answer, example_rgb, example, names, EXAMPLE.name)
     assert app.forward_passes() == before + 1
 
 
-def test_two_sessions_at_once_keep_their_own_results(app, reference):
+def test_two_sessions_at_once_keep_their_own_results(app, reference, mirrored_photo):
     """Two clients (two browser sessions) upload different images at the same time, then both move the slider:
     each gets its own image's detections."""
     names = reference.label_names
-    images = {"a": PHOTO, "b": PORTRAIT}
+    images = {"a": mirrored_photo, "b": PORTRAIT}
     # the lowest of the two images' best scores: each keeps at least one instance, and fewer than it found
     threshold = np.floor(min(float(reference(path)[1]["scores"].max()) for path in images.values()) * 1000) / 1000
     assert threshold >= MIN_THRESHOLD
