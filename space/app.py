@@ -62,6 +62,7 @@ DEFAULT_THRESHOLD = 0.5
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # e.g. 8000 x 5000; the processor's own limit applies when it is lower
 DEFAULT_MAX_FILE_SIZE = "20mb"
 JSON_MAX_AGE_S = 3600  # downloads older than this are deleted from the app's scratch folder
+SESSION_TTL_S = 7200  # a session's image and detections are dropped this long after its last change (or tab close)
 TABLE_HEADERS = ["#", "label", "score", "x1", "y1", "x2", "y2", "mask area (px)"]
 EXAMPLE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -281,7 +282,7 @@ class DemoApp:
     def show(self, detections: Optional[ImageDetections], threshold: float, classes: Sequence[str]):
         """(annotated image, table rows, JSON download, summary) of a session's detections under the filters."""
         if detections is None:
-            return None, [], None, ""
+            return None, [], None, "No image yet (or this session's results have expired): upload or pick one."
         names = self.detector.label_names
         indices = selected_indices(detections, threshold, classes or [], names)
         document = coco_document(self.detector, detections, indices, threshold, classes or [])
@@ -342,7 +343,7 @@ class DemoApp:
                 f"Model: `{self.detector.model_id}` (MMDetection's Mask R-CNN in plain PyTorch). Upload or paste an "
                 f"image, or pick an example. The slider and the class filter work on the detections already "
                 f"found, without running the network again.")
-            state = gr.State(None)
+            state = gr.State(None, time_to_live=SESSION_TTL_S)
             with gr.Row():
                 with gr.Column(scale=1):
                     image = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Image", height=360)
@@ -363,7 +364,7 @@ class DemoApp:
             image.change(self.detect, [image, threshold, classes, state], [*outputs, state], api_name="detect",
                          preprocess=False, concurrency_limit=1)
             gr.on([threshold.release, classes.change], self.refilter, [state, threshold, classes], outputs,
-                  api_name="filter", concurrency_limit=4, show_progress="hidden")
+                  api_name="filter", concurrency_limit=4, show_progress="minimal")
             demo.load(self.first_example, None, [image, state], api_visibility="private")
         return demo
 

@@ -309,6 +309,12 @@ def test_two_sessions_at_once_keep_their_own_results(app, reference, mirrored_ph
         _check_answer(answers[key][1], rgb, kept, names, path.name)
 
 
+def test_filtering_before_any_image_says_what_to_do(app):
+    picture, table, coco_json, summary = app.client().predict(0.3, [], api_name="/filter")
+    assert picture is None and coco_json is None and not table["data"]
+    assert "upload or pick one" in summary
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Bad inputs: a sentence on the page, never a stack trace
 # ------------------------------------------------------------------------------------------------------------------
