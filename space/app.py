@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,7 +29,6 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -72,7 +72,7 @@ EXAMPLE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 # ================================================================================================================
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ImageDetections:
     """One image and all its detections with `score >= MIN_THRESHOLD`, by descending score (a session's state).
 
@@ -308,6 +308,8 @@ class DemoApp:
                 rgb = self._decode(path, file_name)
                 progress(0.2, desc="Running Mask R-CNN")
                 cached = self.detector.detect(rgb, file_name, sha256)
+            if cached.file_name != file_name:  # the same pixels under another name: the JSON uses this one
+                cached = dataclasses.replace(cached, file_name=file_name)
             progress(0.9, desc="Drawing the instances")
             return (*self.show(cached, threshold, classes), cached)
         except gr.Error:
