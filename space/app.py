@@ -32,8 +32,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-# The renderer and the COCO record helpers are the batch CLI's own: next to this file in a Space folder assembled by
-# tools/prepare_space.py, one folder up in the repository.
+# The renderer, the COCO record helpers and the RLE decoder are the batch CLI's and the processor's own: next to this
+# file in a Space folder assembled by tools/prepare_space.py, one folder up in the repository.
 SPACE_DIR = Path(__file__).resolve().parent
 for _folder in (SPACE_DIR, SPACE_DIR.parent):
     if str(_folder) not in sys.path:
@@ -42,16 +42,16 @@ for _folder in (SPACE_DIR, SPACE_DIR.parent):
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from pycocotools import mask as mask_utils  # noqa: E402
 
-from segment import (  # noqa: E402
-    SegmentError,
+from image_processing_mask_rcnn import decode_mask_rle  # noqa: E402  (the project's one RLE home)
+from inference_mask_rcnn import label_names  # noqa: E402
+from mask_rcnn_batch.errors import SegmentError  # noqa: E402
+from mask_rcnn_batch.model import decode_image, load_model_and_processor  # noqa: E402
+from mask_rcnn_batch.overlays import draw_overlay  # noqa: E402
+from mask_rcnn_batch.records import (  # noqa: E402
     category_list,
     coco_category_ids,
-    decode_image,
     detections_to_coco_records,
-    draw_overlay,
-    load_model_and_processor,
     stable_image_id,
 )
 
@@ -77,7 +77,8 @@ class ImageDetections:
     """One image and all its detections with `score >= MIN_THRESHOLD`, by descending score (a session's state).
 
     `rgb` (H, W, 3) uint8, `scores` (N,) float32, `labels` (N,) int64, `boxes` (N, 4) float32 x1, y1, x2, y2 in
-    image pixels, `rles` N COCO compressed RLEs `{"size": [H, W], "counts": str}`, `areas` (N,) mask pixel counts.
+    image pixels, `rles` N COCO compressed RLEs `{"size": [H, W], "counts": str}` (compact: no N x H x W array is
+    kept; the selected masks are decoded when drawn).
     """
 
     sha256: str
@@ -87,11 +88,6 @@ class ImageDetections:
     labels: np.ndarray
     boxes: np.ndarray
     rles: Tuple[Dict[str, Any], ...]
-    areas: np.ndarray
-
-
-def _rle_for_pycocotools(rle: Dict[str, Any]) -> Dict[str, Any]:
-    return {"size": list(rle["size"]), "counts": rle["counts"].encode("ascii")}
 
 
 class Detector:
@@ -104,9 +100,8 @@ class Detector:
         self.max_image_pixels = max_image_pixels if processor_limit is None else min(processor_limit,
                                                                                       max_image_pixels)
         self.processor.max_image_pixels = self.max_image_pixels  # decode_image refuses larger files from the header
-        id2label = {int(index): str(name) for index, name in self.model.config.id2label.items()}
-        self.id2label = id2label
-        self.label_names = [id2label.get(index, f"LABEL_{index}") for index in range(max(id2label) + 1)]
+        id2label = self.model.config.id2label
+        self.label_names = label_names(id2label)
         self.category_ids = coco_category_ids(id2label)
         self.categories = category_list(id2label, self.category_ids)
         self.too_large_error = getattr(sys.modules.get(type(self.processor).__module__), "ImageTooLargeError", ())
@@ -134,15 +129,12 @@ class Detector:
             count = self.forward_passes
         LOG.info("forward pass %d: %s (%dx%d) in %.2f s, %d detections with score >= %s", count, file_name,
                  rgb.shape[1], rgb.shape[0], elapsed, len(result["rle_masks"]), MIN_THRESHOLD)
-        rles = tuple(result["rle_masks"])
-        areas = (mask_utils.area([_rle_for_pycocotools(rle) for rle in rles]).astype(np.int64) if rles
-                 else np.zeros(0, dtype=np.int64))
         return ImageDetections(
             sha256=sha256, file_name=file_name, rgb=rgb,
             scores=result["scores"].detach().cpu().numpy().astype(np.float32),
             labels=result["labels"].detach().cpu().numpy().astype(np.int64),
             boxes=result["boxes"].detach().cpu().numpy().astype(np.float32).reshape(-1, 4),
-            rles=rles, areas=areas)
+            rles=tuple(result["rle_masks"]))
 
 
 # ================================================================================================================
@@ -151,41 +143,44 @@ class Detector:
 
 
 def selected_indices(detections: ImageDetections, threshold: float, classes: Sequence[str],
-                     label_names: Sequence[str]) -> np.ndarray:
+                     names: Sequence[str]) -> np.ndarray:
     """Indices of the detections with `score >= threshold` whose class is in `classes` (empty: every class)."""
     keep = detections.scores >= float(threshold)
     if classes:
-        wanted = {index for index, name in enumerate(label_names) if name in set(classes)}
+        wanted = {index for index, name in enumerate(names) if name in set(classes)}
         keep &= np.isin(detections.labels, sorted(wanted))
     return np.flatnonzero(keep)
 
 
-def render(detections: ImageDetections, indices: np.ndarray, label_names: Sequence[str]) -> np.ndarray:
-    """The image with the selected instances' masks, boxes and captions, drawn by the batch CLI's renderer."""
+def decode_masks(detections: ImageDetections, indices: np.ndarray) -> np.ndarray:
+    """(len(indices), H, W) bool masks of the selected detections, decoded from their RLE."""
     height, width = detections.rgb.shape[:2]
-    if len(indices):
-        masks = mask_utils.decode([_rle_for_pycocotools(detections.rles[index]) for index in indices])
-        masks = np.ascontiguousarray(masks.transpose(2, 0, 1)).astype(bool)
-    else:
-        masks = np.zeros((0, height, width), dtype=bool)
+    if not len(indices):
+        return np.zeros((0, height, width), dtype=bool)
+    return np.stack([decode_mask_rle(detections.rles[index]) for index in indices])
+
+
+def render(detections: ImageDetections, indices: np.ndarray, masks: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """The image with the selected instances' masks, boxes and captions, drawn by the batch CLI's renderer."""
     result = {"labels": detections.labels[indices], "scores": detections.scores[indices],
-              "boxes": detections.boxes[indices], "masks": torch.from_numpy(masks)}
-    return np.asarray(draw_overlay(detections.rgb, result, label_names))
+              "boxes": detections.boxes[indices], "masks": masks}
+    return np.asarray(draw_overlay(detections.rgb, result, names))
 
 
-def table_rows(detections: ImageDetections, indices: np.ndarray, label_names: Sequence[str]) -> List[List[Any]]:
+def table_rows(detections: ImageDetections, indices: np.ndarray, areas: np.ndarray,
+               names: Sequence[str]) -> List[List[Any]]:
     """One row per selected detection: rank, label, score, box x1, y1, x2, y2 (image pixels), mask area."""
     rows = []
-    for rank, index in enumerate(indices, start=1):
+    for rank, (index, area) in enumerate(zip(indices, areas), start=1):
         x1, y1, x2, y2 = (round(float(value), 1) for value in detections.boxes[index])
         label = int(detections.labels[index])
-        rows.append([rank, label_names[label] if label < len(label_names) else str(label),
-                     round(float(detections.scores[index]), 3), x1, y1, x2, y2, int(detections.areas[index])])
+        rows.append([rank, names[label] if label < len(names) else str(label),
+                     round(float(detections.scores[index]), 3), x1, y1, x2, y2, int(area)])
     return rows
 
 
-def coco_document(detector: Detector, detections: ImageDetections, indices: np.ndarray, threshold: float,
-                  classes: Sequence[str]) -> Dict[str, Any]:
+def coco_document(detector: Detector, detections: ImageDetections, indices: np.ndarray, areas: np.ndarray,
+                  threshold: float, classes: Sequence[str]) -> Dict[str, Any]:
     """The selected detections as a COCO dataset (`info`, `images`, `categories`, `annotations`): loadable with
     `pycocotools.coco.COCO`, and each annotation is also a COCO results record (`loadRes`)."""
     image_id = stable_image_id(detections.file_name)
@@ -193,9 +188,9 @@ def coco_document(detector: Detector, detections: ImageDetections, indices: np.n
               "boxes": detections.boxes[indices]}
     records = detections_to_coco_records(subset, image_id, detector.category_ids)
     annotations = []
-    for number, (record, index) in enumerate(zip(records, indices), start=1):
-        annotations.append({"id": number, **record, "area": int(detections.areas[index]),
-                            "segmentation": detections.rles[index], "iscrowd": 0})
+    for number, (record, index, area) in enumerate(zip(records, indices, areas), start=1):
+        annotations.append({"id": number, **record, "area": int(area), "segmentation": detections.rles[index],
+                            "iscrowd": 0})
     height, width = detections.rgb.shape[:2]
     return {
         "info": {"description": f"Mask R-CNN instance segmentation by {detector.model_id}",
@@ -285,13 +280,16 @@ class DemoApp:
             return None, [], None, "No image yet (or this session's results have expired): upload or pick one."
         names = self.detector.label_names
         indices = selected_indices(detections, threshold, classes or [], names)
-        document = coco_document(self.detector, detections, indices, threshold, classes or [])
+        masks = decode_masks(detections, indices)
+        areas = masks.reshape(len(indices), -1).sum(axis=1)
+        document = coco_document(self.detector, detections, indices, areas, threshold, classes or [])
         json_path = self.json_folder.write(document, detections.file_name)
         height, width = detections.rgb.shape[:2]
         scope = ", ".join(classes) if classes else "all classes"
         summary = (f"**{len(indices)}** of {len(detections.scores)} detections in {detections.file_name} "
                    f"({width}x{height}) with score ≥ {float(threshold):.2f} ({scope}).")
-        return render(detections, indices, names), table_rows(detections, indices, names), json_path, summary
+        return (render(detections, indices, masks, names), table_rows(detections, indices, areas, names), json_path,
+                summary)
 
     def detect(self, payload: Any, threshold: float, classes: Sequence[str],
                detections: Optional[ImageDetections], progress=gr.Progress()):
@@ -338,8 +336,8 @@ class DemoApp:
 
     def build(self) -> gr.Blocks:
         names = self.detector.label_names
-        with gr.Blocks(title="Mask R-CNN instance segmentation", analytics_enabled=False, delete_cache=(JSON_MAX_AGE_S, JSON_MAX_AGE_S)) \
-                as demo:
+        with gr.Blocks(title="Mask R-CNN instance segmentation", analytics_enabled=False,
+                       delete_cache=(JSON_MAX_AGE_S, JSON_MAX_AGE_S)) as demo:
             gr.Markdown(
                 f"# Mask R-CNN instance segmentation\n"
                 f"Model: `{self.detector.model_id}` (MMDetection's Mask R-CNN in plain PyTorch). Upload or paste an "

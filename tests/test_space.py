@@ -38,8 +38,8 @@ from pycocotools import mask as mask_utils
 from browser_screenshot import find_chromium, screenshot
 from prepare_space import flatten_requirements, prepare_space
 from image_processing_mask_rcnn import MaskRCNNImageProcessor, load_image, pil_to_rgb_array
+from mask_rcnn_batch.overlays import draw_overlay
 from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation
-from segment import draw_overlay
 from test_hub_loading import PHOTO, PORTRAIT, REPO_ROOT, build_hub_folder, hub_user_env
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -168,8 +168,8 @@ def _subset(result: Dict[str, np.ndarray], keep: np.ndarray) -> Dict[str, np.nda
 
 
 def _rendered(rgb: np.ndarray, result: Dict[str, np.ndarray], label_names: List[str]) -> np.ndarray:
-    """The batch CLI's overlay of `result` (given copies: the renderer clamps the boxes it is given in place)."""
-    return np.asarray(draw_overlay(rgb, {name: value.copy() for name, value in result.items()}, label_names))
+    """The batch CLI's overlay of `result` (mask_rcnn_batch.overlays, the one renderer)."""
+    return np.asarray(draw_overlay(rgb, result, label_names))
 
 
 def _read_json(path: str) -> Dict[str, Any]:
