@@ -156,7 +156,7 @@ def reference(model_folder):
             with torch.inference_mode():
                 outputs = model(**processor(images=[rgb], return_tensors="pt"))
             result = processor.post_process_instance_segmentation(outputs, threshold=MIN_THRESHOLD)[0]
-            cache[path] = rgb, {name: value.numpy() for name, value in result.items()}
+            cache[path] = rgb, {name: result[name].numpy() for name in ("boxes", "scores", "labels", "masks")}
         return cache[path]
 
     detections.label_names = label_names
