@@ -824,9 +824,11 @@ IMAGE_PROCESSOR_FIELDS = ("image_mean", "image_std", "input_channel_order", "res
 # segment.py is not one: it is the entry point of the mask_rcnn_batch package, which is no flat Hub file.
 CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "losses_mask_rcnn.py",
               "image_processing_mask_rcnn.py", "inference_mask_rcnn.py", "pipeline.py", "serving_mask_rcnn.py",
-              "convert_mmdet_checkpoint.py", "handler.py")
+              "convert_mmdet_checkpoint.py", "handler.py", "image_utils_mask_rcnn.py", "export_onnx.py",
+              "onnx_inference_mask_rcnn.py")
 _REQUIRED_CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "losses_mask_rcnn.py",
-                        "image_processing_mask_rcnn.py", "inference_mask_rcnn.py", "pipeline.py", "serving_mask_rcnn.py")
+                        "image_processing_mask_rcnn.py", "inference_mask_rcnn.py", "pipeline.py", "serving_mask_rcnn.py",
+                        "image_utils_mask_rcnn.py")
 REPO_ROOT = Path(__file__).resolve().parent
 
 
@@ -1057,6 +1059,9 @@ def build_argument_parser() -> argparse.ArgumentParser:
                         help="convert an official zoo file even though its sha256 does not start with the 8 hex "
                              "digits in its name (a warning instead of an error); only for a file whose published "
                              "hash is known to be wrong")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write model.onnx into the output folder (export_onnx.py: dynamic batch and image "
+                             "size, validated against PyTorch)")
     return parser
 
 
@@ -1084,6 +1089,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if arguments.onnx:  # after the push, if any: model.onnx stays a local deployment artefact
+        export_main = importlib.import_module("export_onnx").main
+        if export_main(["--model-dir", str(output)]) != 0:
+            return 1
     print(output)
     return 0
 

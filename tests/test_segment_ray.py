@@ -46,7 +46,7 @@ GOOD_IMAGES = ["a.png", "c.png", "sub/b.jpg", "sub/d.png"]
 BROKEN_INPUTS = {"broken.jpg", "sub/trunc.png"}  # header unreadable; header fine but pixels truncated
 RAY_WORKERS = ["--workers", "2"]  # 2 workers on 2 CPUs: 0.75 CPUs and 1 torch thread each
 HUB_FILES = ("modeling_mask_rcnn.py", "configuration_mask_rcnn.py", "losses_mask_rcnn.py", "image_processing_mask_rcnn.py",
-             "pipeline.py", "handler.py")
+             "pipeline.py", "handler.py", "image_utils_mask_rcnn.py")
 
 
 # ----------------------------------------------------------------------------------------------------------------
