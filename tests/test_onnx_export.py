@@ -35,7 +35,7 @@ from parity import fast_mode_bounds  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGES = REPO_ROOT / "tests" / "fixtures" / "images"
-AGREEMENT_IMAGES = ("photo_640x480.png", "portrait_427x640.png", "tiny_97x61.png", "exif_rot6_480x320.jpg")
+AGREEMENT_IMAGES = ("gray_500x375.png", "photo_640x480.png", "portrait_427x640.png", "tiny_97x61.png")
 NOISE_FLOOR_FACTOR = 2.5
 MAX_UNMATCHED_PER_IMAGE = 2
 
@@ -282,11 +282,14 @@ def test_an_unwritable_output_path_fails_clearly(r50, tmp_path):
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("running as a user who can write into read-only folders (root)")
+        # root may write into read-only folders; /proc refuses new files to everyone
+        target = Path("/proc") if os.access(locked, os.W_OK) else locked
+        if not target.is_dir():
+            pytest.skip("no folder this user cannot write into")
+        before = set(target.iterdir())
         with pytest.raises(export_onnx.ExportError, match="writable"):
-            export_onnx.export_onnx(r50.folder, locked / "model.onnx", model=r50.model)
-        assert list(locked.iterdir()) == []
+            export_onnx.export_onnx(r50.folder, target / "model.onnx", model=r50.model)
+        assert set(target.iterdir()) == before
     finally:
         locked.chmod(0o700)
 
