@@ -421,15 +421,22 @@ def compare_detections(expected: Dict[str, np.ndarray], actual: Dict[str, np.nda
     expected_pairs = np.asarray([p[0] for p in pairs], dtype=np.int64)
     actual_pairs = np.asarray([p[1] for p in pairs], dtype=np.int64)
 
-    def largest(name: str) -> float:
-        if not pairs:
-            return 0.0
-        return float(np.abs(expected[name][expected_pairs].astype(np.float64)
-                            - actual[name][actual_pairs].astype(np.float64)).max())
+    def errors(name: str) -> np.ndarray:
+        """Largest absolute difference of each pair, `(num_pairs,)`."""
+        difference = np.abs(expected[name][expected_pairs].astype(np.float64)
+                            - actual[name][actual_pairs].astype(np.float64))
+        return difference.reshape(len(pairs), -1).max(axis=1) if pairs else np.zeros(0)
 
+    box_errors, score_errors, mask_errors = errors("boxes"), errors("scores"), errors("mask_probs")
+    diverged = ((box_errors > VALIDATION_BOX_TOLERANCE) | (score_errors > VALIDATION_SCORE_TOLERANCE)
+                | (mask_errors > VALIDATION_MASK_PROB_TOLERANCE))
     return {"expected": len(expected["scores"]), "actual": len(actual["scores"]), "matched": len(pairs),
-            "max_box_error": largest("boxes"), "max_score_error": largest("scores"),
-            "max_mask_prob_error": largest("mask_probs")}
+            "diverged": int(diverged.sum()),
+            "max_box_error": float(box_errors.max()) if pairs else 0.0,
+            "max_score_error": float(score_errors.max()) if pairs else 0.0,
+            "max_mask_prob_error": float(mask_errors.max()) if pairs else 0.0,
+            "max_box_error_of_the_rest": float(box_errors[~diverged].max()) if (~diverged).any() else 0.0,
+            "max_score_error_of_the_rest": float(score_errors[~diverged].max()) if (~diverged).any() else 0.0}
 
 
 def trace_to_onnx(model: MaskRCNNForInstanceSegmentation, path: Union[str, Path], opset: int = ONNX_OPSET) -> None:
@@ -502,18 +509,18 @@ def validate_onnx(path: Union[str, Path], model: MaskRCNNForInstanceSegmentation
         logger.warning("The model finds no detection on the validation image, so the check covered the backbone and "
                        "the RPN but not the heads' outputs; pass validation_image=/--validation-image with a photo.")
     problems = []
-    allowed_unmatched = max(VALIDATION_MAX_UNMATCHED, int(VALIDATION_UNMATCHED_FRACTION * stats["expected"]))
-    if max(stats["expected"], stats["actual"]) - stats["matched"] > allowed_unmatched:
-        problems.append(f"only {stats['matched']} of PyTorch's {stats['expected']} detections have an onnxruntime "
-                        f"partner ({stats['actual']} onnxruntime detections)")
-    if stats["max_box_error"] > VALIDATION_BOX_TOLERANCE:
-        problems.append(f"boxes differ by up to {stats['max_box_error']:.4g} px (tolerance {VALIDATION_BOX_TOLERANCE})")
-    if stats["max_score_error"] > VALIDATION_SCORE_TOLERANCE:
-        problems.append(f"scores differ by up to {stats['max_score_error']:.3g} (tolerance "
-                        f"{VALIDATION_SCORE_TOLERANCE})")
-    if stats["max_mask_prob_error"] > VALIDATION_MASK_PROB_TOLERANCE:
-        problems.append(f"mask probabilities differ by up to {stats['max_mask_prob_error']:.3g} (tolerance "
-                        f"{VALIDATION_MASK_PROB_TOLERANCE})")
+    # a rounding difference may flip a decision (an NMS or top-k boundary, the score threshold, a cap): a detection
+    # then has no partner, or its partner comes from another proposal (errors beyond the tolerances). A few such
+    # detections are allowed; a wrong graph gives many.
+    allowed = max(VALIDATION_MAX_UNMATCHED, int(VALIDATION_UNMATCHED_FRACTION * stats["expected"]))
+    differing = max(stats["expected"], stats["actual"]) - stats["matched"] + stats["diverged"]
+    if differing > allowed:
+        problems.append(
+            f"{differing} detections differ (allowed {allowed}): {stats['matched']} of PyTorch's {stats['expected']} "
+            f"detections have an onnxruntime partner ({stats['actual']} onnxruntime detections), "
+            f"{stats['diverged']} of the pairs differ by more than {VALIDATION_BOX_TOLERANCE} px, "
+            f"{VALIDATION_SCORE_TOLERANCE} in score or {VALIDATION_MASK_PROB_TOLERANCE} in mask probability (largest: "
+            f"{stats['max_box_error']:.3g} px, {stats['max_score_error']:.3g}, {stats['max_mask_prob_error']:.3g})")
     if problems:
         raise ExportError("The exported graph disagrees with the PyTorch model on the validation image: "
                           + "; ".join(problems) + ".")

@@ -27,7 +27,6 @@ import sys
 import tempfile
 from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 from PIL import Image
 
