@@ -1,7 +1,7 @@
 # Copyright 2026 The Mask R-CNN Hub port authors. Apache-2.0.
 """Agreement of the ONNX export + torch-free runtime with the PyTorch model + image processor, on the fixtures.
 
-    python tools/onnx_agreement.py [--variant NAME] [--resize 300 200]    # prints one row per (variant, image)
+    python tools/onnx_agreement.py [--variant NAME] [--resize 300 200 | --full]   # one row per (variant, image)
 
 Folders are converted from the synthetic checkpoints of the golden variants (tools/synthetic_weights.py) with lean
 settings (`tools/synthetic_model_folder.py`: small images, few proposals) so that a test session exports each
@@ -116,6 +116,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default=None, choices=FIXTURE_VARIANTS)
     parser.add_argument("--resize", type=int, nargs=2, default=None, metavar=("LONG", "SHORT"))
+    parser.add_argument("--full", action="store_true",
+                        help="MMDetection's settings (1333x800, 1000 proposals, 100 detections) instead of the lean ones")
     parser.add_argument("--work-dir", default=None)
     arguments = parser.parse_args(argv)
     from reference_kernels import pin_reference_kernels
@@ -130,7 +132,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(f"{'variant':34} {'image':18} {'torch/onnx/matched':>18} {'box err':>9} {'score err':>9} "
           f"{'mask IoU med/min':>17}")
     for variant in [arguments.variant] if arguments.variant else FIXTURE_VARIANTS:
-        folder = synthetic_variant_folder(work, variant, resize_scale=arguments.resize)
+        full = {"max_detections_per_image": 100, "rpn_max_proposals": 1000, "rpn_pre_nms_top_k": 1000}
+        folder = synthetic_variant_folder(work, variant, config_changes=full if arguments.full else None,
+                                          resize_scale=[1333, 800] if arguments.full else arguments.resize)
         export_onnx(folder)
         model = MaskRCNNForInstanceSegmentation.from_pretrained(str(folder)).eval()
         processor = MaskRCNNImageProcessor.from_pretrained(str(folder))
