@@ -126,7 +126,11 @@ class MaskRCNNOnnxRuntime:
     def __init__(self, model_path: Union[str, os.PathLike], optimization: str = "all",
                  providers: Optional[Sequence[str]] = None, intra_op_num_threads: Optional[int] = None,
                  max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> None:
-        import onnxruntime
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise ImportError("MaskRCNNOnnxRuntime needs onnxruntime: pip install onnxruntime numpy pillow "
+                              "pycocotools") from error
 
         self.model_path = os.fspath(model_path)
         if optimization not in OPTIMIZATION_LEVELS:
