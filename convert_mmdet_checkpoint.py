@@ -49,15 +49,15 @@ try:
         MaskRCNNConfig,
     )
     from .modeling_mask_rcnn import MaskRCNNForInstanceSegmentation
-except ImportError:  # run as a script: python convert_mmdet_checkpoint.py
-    from configuration_mask_rcnn import (
-        BACKBONE_STAGE_BLOCKS,
-        CAFFE_STYLE_NORMALIZATION,
-        COCO_CLASSES,
-        DETECTRON2_RESNEXT_NORMALIZATION,
-        PYTORCH_STYLE_NORMALIZATION,
-        MaskRCNNConfig,
-    )
+except ImportError:  # run as a script: python convert_mmdet_checkpoint.py (importlib: the remote-code scanner of
+    # transformers < 4.51 reads import lines under `except ImportError:` as required packages)
+    _configuration = importlib.import_module("configuration_mask_rcnn")
+    BACKBONE_STAGE_BLOCKS = _configuration.BACKBONE_STAGE_BLOCKS
+    CAFFE_STYLE_NORMALIZATION = _configuration.CAFFE_STYLE_NORMALIZATION
+    COCO_CLASSES = _configuration.COCO_CLASSES
+    DETECTRON2_RESNEXT_NORMALIZATION = _configuration.DETECTRON2_RESNEXT_NORMALIZATION
+    PYTORCH_STYLE_NORMALIZATION = _configuration.PYTORCH_STYLE_NORMALIZATION
+    MaskRCNNConfig = _configuration.MaskRCNNConfig
 
     MaskRCNNForInstanceSegmentation = importlib.import_module("modeling_mask_rcnn").MaskRCNNForInstanceSegmentation
 

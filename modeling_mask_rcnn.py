@@ -42,8 +42,10 @@ except ImportError as error:  # pragma: no cover - torchvision is a hard require
 
 try:
     from .configuration_mask_rcnn import MaskRCNNConfig, bottleneck_width
-except ImportError:  # imported as a top-level module (tests, scripts)
-    from configuration_mask_rcnn import MaskRCNNConfig, bottleneck_width
+except ImportError:  # imported as a top-level module (tests, scripts). importlib, not a from-import: the remote-code
+    # scanner of transformers < 4.51 reads import lines under `except ImportError:` as required packages.
+    _configuration_module = importlib.import_module("configuration_mask_rcnn")
+    MaskRCNNConfig, bottleneck_width = _configuration_module.MaskRCNNConfig, _configuration_module.bottleneck_width
 
 try:
     from .losses_mask_rcnn import (TrainProposalSettings, box_losses, mask_loss, mask_targets, prepare_ground_truth,
