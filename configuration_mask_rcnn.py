@@ -8,6 +8,7 @@ box head -> mask head -> image pre-processing.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Optional, Sequence
 
@@ -15,6 +16,10 @@ try:  # transformers v5 name
     from transformers import PreTrainedConfig as _BaseConfig
 except ImportError:  # transformers 4.x
     from transformers import PretrainedConfig as _BaseConfig
+
+# transformers >= 4.56 calls the weights' dtype `dtype` (config key and from_pretrained argument); before, it was only
+# `torch_dtype`. Folders written by either keep loading on both: see `MaskRCNNConfig.__init__`.
+TRANSFORMERS_NAMES_DTYPE = "dtype" in inspect.signature(_BaseConfig.__init__).parameters
 
 
 COCO_CLASSES = (
@@ -352,6 +357,12 @@ class MaskRCNNConfig(_BaseConfig):
 
         if "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["id2label"] = dict(enumerate(COCO_CLASSES))
+        if not TRANSFORMERS_NAMES_DTYPE and "dtype" in kwargs:
+            # config.json written by transformers >= 4.56 says "dtype"; older versions know it as torch_dtype (left
+            # as "dtype", it would also swallow a from_pretrained(dtype=...) argument as a config attribute)
+            dtype = kwargs.pop("dtype")
+            if kwargs.get("torch_dtype") is None:
+                kwargs["torch_dtype"] = dtype
         super().__init__(**kwargs)
         self.validate_fields()
 

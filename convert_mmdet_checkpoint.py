@@ -61,6 +61,11 @@ except ImportError:  # run as a script: python convert_mmdet_checkpoint.py (impo
 
     MaskRCNNForInstanceSegmentation = importlib.import_module("modeling_mask_rcnn").MaskRCNNForInstanceSegmentation
 
+try:
+    from . import hub_folder_mask_rcnn as hub_folder  # noqa: F401 - kept as a package sibling
+except ImportError:  # run as a script (importlib: see the configuration import above)
+    hub_folder = importlib.import_module("hub_folder_mask_rcnn")
+
 logger = logging.getLogger(__name__)
 
 
@@ -805,30 +810,7 @@ def validate_state_dict(state_dict: Mapping[str, torch.Tensor], config: MaskRCNN
 # Building and writing the Hub folder
 # ----------------------------------------------------------------------------------------------------------------
 
-MODEL_CLASS_REF = "modeling_mask_rcnn.MaskRCNNForInstanceSegmentation"
-CONFIG_AUTO_MAP: Dict[str, str] = {
-    "AutoConfig": "configuration_mask_rcnn.MaskRCNNConfig",
-    "AutoModel": MODEL_CLASS_REF,
-    "AutoModelForInstanceSegmentation": MODEL_CLASS_REF,
-    "AutoModelForObjectDetection": MODEL_CLASS_REF,
-}
-CUSTOM_PIPELINES: Dict[str, Dict[str, Any]] = {
-    "image-segmentation": {"impl": "pipeline.MaskRCNNSegmentationPipeline",
-                           "pt": ["AutoModelForInstanceSegmentation"], "type": "image"},
-    "object-detection": {"impl": "pipeline.MaskRCNNDetectionPipeline",
-                         "pt": ["AutoModelForObjectDetection"], "type": "image"},
-}
-IMAGE_PROCESSOR_AUTO_MAP: Dict[str, str] = {"AutoImageProcessor": "image_processing_mask_rcnn.MaskRCNNImageProcessor"}
 IMAGE_PROCESSOR_FIELDS = ("image_mean", "image_std", "input_channel_order", "resize_scale", "size_divisor")
-# Code files shipped next to the weights when present at the repository root (copied, never imported here).
-# segment.py is not one: it is the entry point of the mask_rcnn_batch package, which is no flat Hub file.
-CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "losses_mask_rcnn.py",
-              "image_processing_mask_rcnn.py", "inference_mask_rcnn.py", "pipeline.py", "serving_mask_rcnn.py",
-              "convert_mmdet_checkpoint.py", "handler.py", "image_utils_mask_rcnn.py", "export_onnx.py",
-              "onnx_inference_mask_rcnn.py")
-_REQUIRED_CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "losses_mask_rcnn.py",
-                        "image_processing_mask_rcnn.py", "inference_mask_rcnn.py", "pipeline.py", "serving_mask_rcnn.py",
-                        "image_utils_mask_rcnn.py")
 REPO_ROOT = Path(__file__).resolve().parent
 
 
@@ -874,46 +856,38 @@ def prepare_conversion(config_name: str, state_dict: Mapping[str, torch.Tensor],
 
 def config_json_dict(config: MaskRCNNConfig) -> Dict[str, Any]:
     """Full `config.json` content: every field written out (so later default changes cannot alter a converted
-    model), plus `auto_map`, `architectures`, `custom_pipelines` and `dtype` for remote-code loading."""
-    config.auto_map = dict(CONFIG_AUTO_MAP)
-    config.architectures = ["MaskRCNNForInstanceSegmentation"]
-    config.custom_pipelines = json.loads(json.dumps(CUSTOM_PIPELINES))
+    model), plus the remote-code entries (`hub_folder_mask_rcnn.complete_config`) and `dtype`."""
     content = json.loads(config.to_json_string(use_diff=False))
     content.pop("_name_or_path", None)
+    content.pop("torch_dtype", None)
     content["dtype"] = "float32"
-    return content
+    return hub_folder.complete_config(content)
 
 
 def preprocessor_json_dict(config: MaskRCNNConfig) -> Dict[str, Any]:
     """`preprocessor_config.json` content: the image processor class and the normalisation/resize fields."""
-    content: Dict[str, Any] = {"image_processor_type": "MaskRCNNImageProcessor",
-                               "auto_map": dict(IMAGE_PROCESSOR_AUTO_MAP)}
+    content: Dict[str, Any] = {}
     for field in IMAGE_PROCESSOR_FIELDS:
         value = getattr(config, field)
         content[field] = list(value) if isinstance(value, (list, tuple)) else value
-    return content
+    return hub_folder.complete_preprocessor(content)
 
 
-def write_hf_folder(prepared: PreparedConversion, folder: Path, code_dir: Optional[Path] = None) -> None:
-    """Write config.json, preprocessor_config.json, model.safetensors and the code files into an existing folder."""
-    from safetensors.torch import save_file
+def model_card_text(prepared: PreparedConversion, config_name: str, checkpoint_path: Path, official: bool) -> str:
+    """The folder's card: MMDetection's published figures only for MMDetection's own (sha256-checked) weights."""
+    entry = ZOO[config_name]
+    published = {"box AP": entry.box_ap, "mask AP": entry.mask_ap} if official else None
+    return hub_folder.model_card(config_json_dict(prepared.config), config_name, published,
+                                 source=checkpoint_path.name)
 
-    code_dir = REPO_ROOT if code_dir is None else code_dir
-    with open(folder / "config.json", "w", encoding="utf-8") as handle:
-        json.dump(config_json_dict(prepared.config), handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    with open(folder / "preprocessor_config.json", "w", encoding="utf-8") as handle:
-        json.dump(preprocessor_json_dict(prepared.config), handle, indent=2)
-        handle.write("\n")
-    save_file(prepared.hf_state_dict, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    os.chmod(folder / "model.safetensors", 0o644)  # safetensors creates it owner-only
-    for file_name in CODE_FILES:
-        source = code_dir / file_name
-        if source.is_file():
-            shutil.copyfile(source, folder / file_name)
-        elif file_name in _REQUIRED_CODE_FILES:
-            logger.warning("%s is missing from %s; the folder's auto_map refers to it, so copy it in before "
-                           "loading with trust_remote_code=True.", file_name, code_dir)
+
+def write_hf_folder(prepared: PreparedConversion, folder: Path, code_dir: Optional[Path] = None,
+                    card: Optional[str] = None) -> List[str]:
+    """Write the complete Hub folder (configs, weights, code files, card, requirements.txt, .gitattributes) into
+    `folder` with `hub_folder_mask_rcnn.write_hub_folder`; returns its Hub file names."""
+    return hub_folder.write_hub_folder(
+        folder, config=config_json_dict(prepared.config), preprocessor=preprocessor_json_dict(prepared.config),
+        state_dict=prepared.hf_state_dict, card=card, sources=[REPO_ROOT if code_dir is None else code_dir])
 
 
 def _check_output_dir(output_dir: Path) -> None:
@@ -938,17 +912,26 @@ def _publish_files(staging: Path, output_dir: Path) -> None:
     """Move each finished file from `staging` into `output_dir`, replacing only files of the same name.
 
     Nothing else in `output_dir` is touched, so converting into the repository root (`--output-dir .`) only adds
-    `model.safetensors` and refreshes the configs. Code files already identical to the ones written (the repository
-    converting into itself) are left as they are. Configs move last, so the folder never points at files that are
-    not there yet.
+    `model.safetensors` and refreshes the configs. Files already identical (the repository converting into itself)
+    are left as they are; an existing card keeps its text (only its widget examples are replaced by the new
+    card's, which carry no outputs yet) and an existing `.gitattributes` only gains missing LFS rules. Configs move
+    last, so the folder never points at files that are not there yet.
     """
-    names = sorted(path.name for path in staging.iterdir())
+    names = sorted(path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file())
     ordered = [name for name in names if not name.endswith(".json")] + [name for name in names if name.endswith(".json")]
     for name in ordered:
-        target = output_dir / name
-        if name in CODE_FILES and target.is_file() and filecmp.cmp(staging / name, target, shallow=False):
+        source, target = staging / name, output_dir / name
+        if target.is_file() and filecmp.cmp(source, target, shallow=False):
             continue
-        os.replace(staging / name, target)
+        if name == hub_folder.CARD_FILE and target.is_file():
+            widget = hub_folder.split_card(source.read_text(encoding="utf-8"))[0].get("widget") or []
+            target.write_text(hub_folder.replace_widget(target.read_text(encoding="utf-8"), widget), encoding="utf-8")
+            continue
+        if name == hub_folder.GITATTRIBUTES_FILE and target.is_file():
+            hub_folder.write_gitattributes(output_dir)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
 
 
 def _require_hub_token() -> str:
@@ -964,15 +947,11 @@ def _require_hub_token() -> str:
     return token
 
 
-def push_folder_to_hub(folder: Path, repo_id: str, token: str, config_name: str) -> None:
-    """Create `repo_id` if needed and upload the converted folder in one commit."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
+def push_folder_to_hub(folder: Path, repo_id: str, token: str, config_name: str) -> List[str]:
+    """Create `repo_id` if needed and upload the converted folder's Hub files (and nothing else) in one commit."""
     try:
-        api.create_repo(repo_id, repo_type="model", exist_ok=True)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                          commit_message=f"Add Mask R-CNN converted from MMDetection {config_name}")
+        return hub_folder.upload_hub_folder(folder, repo_id, token=token,
+                                            commit_message=f"Add Mask R-CNN converted from MMDetection {config_name}")
     except Exception as error:  # noqa: BLE001 — network, auth and HTTP errors all end the same way
         raise ConversionError(
             f"The converted folder {folder} was written and kept, but uploading it to {repo_id} failed: "
@@ -982,7 +961,8 @@ def push_folder_to_hub(folder: Path, repo_id: str, token: str, config_name: str)
 def convert_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] = None,
                        output_dir: Union[str, Path] = "mask_rcnn_hf", push_to_hub: Optional[str] = None,
                        class_names: Optional[Sequence[str]] = None,
-                       cache_dir: Optional[Union[str, Path]] = None, allow_hash_mismatch: bool = False) -> Path:
+                       cache_dir: Optional[Union[str, Path]] = None, allow_hash_mismatch: bool = False,
+                       widget_outputs: bool = False) -> Path:
     """Convert an MMDetection Mask R-CNN checkpoint into a Hub folder and return the folder's path.
 
     Args:
@@ -995,6 +975,8 @@ def convert_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] 
         cache_dir: download cache (default `default_cache_dir()`).
         allow_hash_mismatch: convert an official zoo file whose sha256 does not match the prefix in its name
             (warning instead of an error); only for a file whose published hash is known to be wrong.
+        widget_outputs: put the converted weights' own answers (the folder's handler.py on the card's widget
+            images) into the card's widget examples; without it the examples carry no outputs. The CLI does it.
 
     Raises:
         ConversionError: with a sentence saying what is wrong; nothing is written in that case.
@@ -1007,6 +989,8 @@ def convert_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] 
     state_dict, meta = load_mmdet_checkpoint(checkpoint_path)
     prepared = prepare_conversion(config_name, state_dict, meta, class_names)
     del state_dict
+    official = class_names is None and _zoo_entry_for_file_name(checkpoint_path.name) is ZOO[config_name]
+    card = model_card_text(prepared, config_name, checkpoint_path, official)
 
     staging: Optional[Path] = None
     created_output_dir = not output_dir.exists()
@@ -1014,7 +998,7 @@ def convert_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] 
         output_dir.mkdir(parents=True, exist_ok=True)
         # staged inside the output folder: the final per-file moves are atomic renames on one file system
         staging = Path(tempfile.mkdtemp(prefix=".convert-partial-", dir=output_dir))
-        write_hf_folder(prepared, staging)
+        write_hf_folder(prepared, staging, card=card)
         _publish_files(staging, output_dir)
     except OSError as error:
         if staging is not None and staging.exists():
@@ -1029,6 +1013,9 @@ def convert_checkpoint(config_name: str, checkpoint: Optional[Union[str, Path]] 
             shutil.rmtree(staging, ignore_errors=True)
     logger.info("Wrote %s (%d tensors, %d classes) from %s", output_dir, len(prepared.hf_state_dict),
                 prepared.config.num_labels, checkpoint_path)
+    if widget_outputs:
+        logger.info("Computing the card's widget outputs with the converted weights (%s's handler.py)", output_dir)
+        hub_folder.add_widget_outputs(output_dir)
     if push_to_hub:
         push_folder_to_hub(output_dir, push_to_hub, token, config_name)
         logger.info("Uploaded %s to https://huggingface.co/%s", output_dir, push_to_hub)
@@ -1053,6 +1040,9 @@ def build_argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--class-names", default=None,
                         help="class names instead of the checkpoint's: a comma-separated list or a text file with "
                              "one name per line")
+    parser.add_argument("--no-widget-outputs", dest="widget_outputs", action="store_false",
+                        help="leave the card's widget examples without outputs (by default they are computed with "
+                             "the converted weights, one forward pass per example image)")
     parser.add_argument("--cache-dir", default=None,
                         help=f"download cache (default ${CACHE_DIR_ENV} or ~/.cache/mask_rcnn_hub)")
     parser.add_argument(ALLOW_HASH_MISMATCH_FLAG, action="store_true",
@@ -1085,7 +1075,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         class_names = _parse_class_names(arguments.class_names) if arguments.class_names else None
         output = convert_checkpoint(arguments.config, arguments.checkpoint, arguments.output_dir,
                                     arguments.push_to_hub, class_names=class_names, cache_dir=arguments.cache_dir,
-                                    allow_hash_mismatch=arguments.allow_hash_mismatch)
+                                    allow_hash_mismatch=arguments.allow_hash_mismatch,
+                                    widget_outputs=arguments.widget_outputs)
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

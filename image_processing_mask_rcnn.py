@@ -33,6 +33,12 @@ try:
 except ImportError:  # imported as a plain module (tests, scripts). importlib, not a from-import: the remote-code
     # scanner of transformers < 4.51 reads import lines under `except ImportError:` as required packages.
     PYTORCH_STYLE_NORMALIZATION = importlib.import_module("configuration_mask_rcnn").PYTORCH_STYLE_NORMALIZATION
+try:
+    from .hub_folder_mask_rcnn import module_directories, upload_hub_folder, write_hub_folder
+except ImportError:  # as above
+    _hub_folder = importlib.import_module("hub_folder_mask_rcnn")
+    module_directories, upload_hub_folder = _hub_folder.module_directories, _hub_folder.upload_hub_folder
+    write_hub_folder = _hub_folder.write_hub_folder
 
 try:  # optional: only a faster route to the same resize result
     import cv2
@@ -551,6 +557,20 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)
                                        or max_pixels < 1):
             raise ValueError(f"max_image_pixels must be a positive integer or None, got {max_pixels!r}.")
+
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], push_to_hub: bool = False, **kwargs):
+        """Write `preprocessor_config.json` (with its `auto_map`) and complete the folder into a Hub folder: every
+        code file the folder's configs name and what they import, requirements.txt, .gitattributes
+        (`hub_folder_mask_rcnn.write_hub_folder`). `push_to_hub=True` (with `repo_id`, `token`, `commit_message`,
+        `private`) uploads the completed folder."""
+        hub_arguments = {name: kwargs.pop(name) for name in ("repo_id", "token", "commit_message", "private")
+                         if name in kwargs}
+        saved = super().save_pretrained(save_directory, **kwargs)
+        write_hub_folder(save_directory, sources=module_directories(self))
+        if push_to_hub:
+            repo_id = hub_arguments.pop("repo_id", None) or os.path.basename(os.path.abspath(save_directory))
+            upload_hub_folder(save_directory, repo_id, **hub_arguments)
+        return saved
 
     # ---------------------------------------------------------------------------------------------------------
     # preprocess

@@ -58,6 +58,14 @@ except ImportError:  # imported as a top-level module (tests, scripts)
     rpn_losses, rpn_targets, sample_rois, valid_anchor_flags = (
         _losses_module.rpn_losses, _losses_module.rpn_targets, _losses_module.sample_rois,
         _losses_module.valid_anchor_flags)
+try:
+    from .configuration_mask_rcnn import TRANSFORMERS_NAMES_DTYPE
+    from .hub_folder_mask_rcnn import module_directories, upload_hub_folder, write_hub_folder
+except ImportError:  # as above
+    TRANSFORMERS_NAMES_DTYPE = importlib.import_module("configuration_mask_rcnn").TRANSFORMERS_NAMES_DTYPE
+    _hub_folder = importlib.import_module("hub_folder_mask_rcnn")
+    module_directories, upload_hub_folder = _hub_folder.module_directories, _hub_folder.upload_hub_folder
+    write_hub_folder = _hub_folder.write_hub_folder
 
 
 # ================================================================================================================
@@ -781,6 +789,8 @@ class MaskRCNNPreTrainedModel(PreTrainedModel):
                 naming the config field when the class count or the backbone differs); `ignore_mismatched_sizes`
                 cannot turn this into a partial random initialisation.
         """
+        if not TRANSFORMERS_NAMES_DTYPE and "dtype" in kwargs:  # transformers < 4.56 only knows torch_dtype
+            kwargs.setdefault("torch_dtype", kwargs.pop("dtype"))
         folder = str(pretrained_model_name_or_path)
         if os.path.isdir(folder) and not any(
             os.path.isfile(os.path.join(folder, name))
@@ -818,6 +828,23 @@ class MaskRCNNPreTrainedModel(PreTrainedModel):
                 "Re-create the folder with convert_mmdet_checkpoint.py."
             )
         return (model, loading_info) if wants_loading_info else model
+
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, push_to_hub: bool = False,
+                        **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, then the folder is completed into a Hub folder that loads on its own:
+        every code file config.json names (model, pipelines, endpoint handler and what they import), both
+        `custom_pipelines` tasks, requirements.txt and .gitattributes (`hub_folder_mask_rcnn.write_hub_folder`).
+        transformers alone leaves out pipeline.py, and on 4.46/4.51 even modeling_mask_rcnn.py.
+        `push_to_hub=True` (with `repo_id`, `token`, `commit_message`, `private`) uploads the completed folder.
+        """
+        hub_arguments = {name: kwargs.pop(name) for name in ("repo_id", "token", "commit_message", "private")
+                         if name in kwargs}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        write_hub_folder(save_directory, sources=module_directories(self, self.config),
+                         name_or_path=getattr(self, "name_or_path", None) or None)
+        if push_to_hub:
+            repo_id = hub_arguments.pop("repo_id", None) or os.path.basename(os.path.abspath(save_directory))
+            upload_hub_folder(save_directory, repo_id, **hub_arguments)
 
 
 def _safetensors_shapes(path: str) -> dict:

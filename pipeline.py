@@ -36,18 +36,14 @@ import base64
 import binascii
 import importlib
 import io
-import json
 import logging
 import os
 import re
-import shutil
-import sys
 import urllib.request
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
-import transformers
 from PIL import Image
 from transformers import AutoImageProcessor, Pipeline
 
@@ -60,19 +56,6 @@ except ImportError:  # a top-level module (tests, scripts, the toolkit loading t
 
 logger = logging.getLogger(__name__)
 
-# The two tasks this repository serves; `save_pretrained` writes both back (transformers would keep at most one).
-CUSTOM_PIPELINES: Dict[str, Dict[str, Any]] = {
-    "image-segmentation": {"impl": "pipeline.MaskRCNNSegmentationPipeline",
-                           "pt": ["AutoModelForInstanceSegmentation"], "type": "image"},
-    "object-detection": {"impl": "pipeline.MaskRCNNDetectionPipeline",
-                         "pt": ["AutoModelForObjectDetection"], "type": "image"},
-}
-# Code files a saved folder needs for `trust_remote_code=True` loading (auto_map + custom_pipelines refer to them).
-CODE_FILES = ("configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "losses_mask_rcnn.py", "image_processing_mask_rcnn.py",
-              "pipeline.py")
-# copied too when found beside the loaded code or in the model folder: the Inference Endpoints entry point
-OPTIONAL_CODE_FILES = ("handler.py",)
-
 URL_PATTERN = re.compile(r"^https?://", re.IGNORECASE)
 DATA_URI_PATTERN = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 _BASE64_PATTERN = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}$")
@@ -80,7 +63,6 @@ _BASE64_PATTERN = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}$")
 # without dots are base64 characters); longer text is image data (a file name is at most 255 bytes on most
 # filesystems, and a path of base64 characters only, no dot, dash or underscore, that long is not met in practice).
 _LONGEST_PATH_LIKE_TEXT = 255
-_RELATIVE_IMPORT_PATTERN = re.compile(r"^\s*from\s+\.(\w+)\s+import", re.MULTILINE)
 # `errors=` of the pipelines: "raise" the first failure (default) or "return" {"error": reason} for each failed input.
 ERROR_MODES = ("raise", "return")
 
@@ -328,94 +310,30 @@ class MaskRCNNPipelineBase(Pipeline):
 
     # ------------------------------------------------------------------------------------------- saving
     def save_pretrained(self, save_directory, **kwargs):
-        """Save model, image processor, `config.json` with BOTH custom pipelines, and every code file.
+        """Save model and image processor into one Hub folder that reloads with both pipelines.
 
-        transformers' own `Pipeline.save_pretrained` keeps at most the one task a class was registered for and
-        (4.46) may omit `modeling_mask_rcnn.py`; the result here always reloads with `trust_remote_code=True`.
-        `push_to_hub=True` uploads the folder after it is complete.
+        The folder is completed by `hub_folder_mask_rcnn.write_hub_folder` (both `custom_pipelines` tasks — transformers
+        alone keeps the one this class was registered for — and every code file the configs name, with what they
+        import). `push_to_hub=True` (with `repo_id`, `token`, `commit_message`, `private`) uploads the completed folder.
         """
+        try:
+            from .hub_folder_mask_rcnn import module_directories, upload_hub_folder, write_hub_folder
+        except ImportError:  # a top-level module (importlib: transformers < 4.51 reads from-imports here as packages)
+            hub_folder = importlib.import_module("hub_folder_mask_rcnn")
+            module_directories, upload_hub_folder = hub_folder.module_directories, hub_folder.upload_hub_folder
+            write_hub_folder = hub_folder.write_hub_folder
         push_to_hub = kwargs.pop("push_to_hub", False)
-        hub_kwargs = {name: kwargs.pop(name) for name in ("repo_id", "token", "commit_message", "private")
-                      if name in kwargs}
+        hub_arguments = {name: kwargs.pop(name) for name in ("repo_id", "token", "commit_message", "private")
+                         if name in kwargs}
         if os.path.isfile(save_directory):
             raise ValueError(f"{save_directory} is a file; save_pretrained needs a folder.")
-        os.makedirs(save_directory, exist_ok=True)
-        self.model.config.custom_pipelines = json.loads(json.dumps(CUSTOM_PIPELINES))
         super().save_pretrained(save_directory, **kwargs)
-        self._copy_code_files(save_directory)
-        self._complete_config_json(os.path.join(save_directory, "config.json"))
-        self._complete_preprocessor_json(os.path.join(save_directory, "preprocessor_config.json"))
+        write_hub_folder(save_directory,
+                         sources=module_directories(self, self.model, self.model.config, self.image_processor),
+                         name_or_path=getattr(self.model, "name_or_path", None) or None)
         if push_to_hub:
-            from huggingface_hub import HfApi
-
-            repo_id = hub_kwargs.get("repo_id") or os.path.basename(os.path.abspath(save_directory))
-            api = HfApi(token=hub_kwargs.get("token"))
-            api.create_repo(repo_id, private=hub_kwargs.get("private"), exist_ok=True)
-            api.upload_folder(folder_path=str(save_directory), repo_id=repo_id,
-                              commit_message=hub_kwargs.get("commit_message") or "Upload Mask R-CNN pipeline")
-
-    def _code_directories(self) -> List[str]:
-        directories = []
-        for obj in (self, self.model, self.model.config, self.image_processor):
-            module = sys.modules.get(type(obj).__module__)
-            path = getattr(module, "__file__", None)
-            if path and os.path.dirname(os.path.abspath(path)) not in directories:
-                directories.append(os.path.dirname(os.path.abspath(path)))
-        return directories
-
-    def _copy_code_files(self, save_directory) -> None:
-        target = os.path.abspath(save_directory)
-        wanted = list(CODE_FILES)
-        copied = set()
-        while wanted:
-            name = wanted.pop(0)
-            if name in copied:
-                continue
-            source = next((os.path.join(d, name) for d in self._code_directories()
-                           if os.path.isfile(os.path.join(d, name))), None)
-            if source is None:
-                raise FileNotFoundError(f"Cannot save the pipeline: {name} was not found next to the loaded code.")
-            if os.path.abspath(source) != os.path.join(target, name):
-                shutil.copyfile(source, os.path.join(target, name))
-            copied.add(name)
-            with open(source, encoding="utf-8") as handle:
-                wanted.extend(f"{module}.py" for module in _RELATIVE_IMPORT_PATTERN.findall(handle.read()))
-        model_folder = getattr(self.model, "name_or_path", "") or ""
-        for name in OPTIONAL_CODE_FILES:
-            for directory in [*self._code_directories(), model_folder]:
-                source = os.path.join(directory, name)
-                if directory and os.path.isfile(source):
-                    if os.path.abspath(source) != os.path.join(target, name):
-                        shutil.copyfile(source, os.path.join(target, name))
-                    break
-
-    def _complete_config_json(self, path: str) -> None:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
-        auto_map = dict(config.get("auto_map") or {})
-        model_ref = f"modeling_mask_rcnn.{type(self.model).__name__}"
-        auto_map.setdefault("AutoConfig", f"configuration_mask_rcnn.{type(self.model.config).__name__}")
-        for auto_class in ("AutoModel", "AutoModelForInstanceSegmentation", "AutoModelForObjectDetection"):
-            if hasattr(transformers, auto_class):  # skip Auto classes this transformers version lacks
-                auto_map.setdefault(auto_class, model_ref)
-        config["auto_map"] = auto_map
-        config["custom_pipelines"] = json.loads(json.dumps(CUSTOM_PIPELINES))
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(config, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-
-
-    def _complete_preprocessor_json(self, path: str) -> None:
-        """An image processor built in code (not loaded) writes no auto_map; add it so AutoImageProcessor works."""
-        with open(path, encoding="utf-8") as handle:
-            content = json.load(handle)
-        class_name = type(self.image_processor).__name__
-        content.setdefault("image_processor_type", class_name)
-        content["auto_map"] = {**(content.get("auto_map") or {}),
-                               "AutoImageProcessor": f"image_processing_mask_rcnn.{class_name}"}
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(content, handle, indent=2)
-            handle.write("\n")
+            repo_id = hub_arguments.pop("repo_id", None) or os.path.basename(os.path.abspath(save_directory))
+            upload_hub_folder(save_directory, repo_id, **hub_arguments)
 
 
 class MaskRCNNSegmentationPipeline(MaskRCNNPipelineBase):
@@ -468,5 +386,5 @@ def __getattr__(name: str) -> Any:
     return PreTrainedPipeline
 
 
-__all__ = ["MaskRCNNSegmentationPipeline", "MaskRCNNDetectionPipeline", "MaskRCNNPipelineBase", "CUSTOM_PIPELINES",
+__all__ = ["MaskRCNNSegmentationPipeline", "MaskRCNNDetectionPipeline", "MaskRCNNPipelineBase",
            "resolve_image_source", "fetch_image_url", "checked_fraction"]

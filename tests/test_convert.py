@@ -32,6 +32,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import convert_mmdet_checkpoint as convert  # noqa: E402
+import hub_folder_mask_rcnn as hub_folder  # noqa: E402
 from configuration_mask_rcnn import COCO_CLASSES  # noqa: E402
 from convert_mmdet_checkpoint import (  # noqa: E402
     ZOO,
@@ -308,8 +309,9 @@ def test_config_json_has_remote_code_entries(zoo_checkpoint_file, fast_tmp):
     preprocessor = json.loads((output / "preprocessor_config.json").read_text())
     assert preprocessor["auto_map"] == {"AutoImageProcessor": "image_processing_mask_rcnn.MaskRCNNImageProcessor"}
     assert preprocessor["resize_scale"] == [1333, 800] and preprocessor["size_divisor"] == 32
-    for file_name in convert.CODE_FILES:
-        assert (output / file_name).is_file() == (REPO_ROOT / file_name).is_file(), file_name
+    assert {"configuration_mask_rcnn.py", "modeling_mask_rcnn.py", "image_processing_mask_rcnn.py", "pipeline.py",
+            "handler.py", "hub_folder_mask_rcnn.py", "requirements.txt", ".gitattributes", "README.md",
+            "model.safetensors"} <= {path.name for path in output.iterdir()}
 
 
 def test_output_loads_with_auto_classes(zoo_checkpoint_file, fast_tmp):
@@ -725,14 +727,21 @@ def test_converting_into_a_repository_checkout_keeps_everything_else(zoo_checkpo
     (checkout / ".git").mkdir()
     (checkout / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     (checkout / "tests" / "test_something.py").write_text("def test(): pass\n")
-    (checkout / "README.md").write_text("# card\n")
-    for file_name in convert.CODE_FILES:
-        if (convert.REPO_ROOT / file_name).is_file():
-            shutil.copyfile(convert.REPO_ROOT / file_name, checkout / file_name)
+    card = "---\nlicense: apache-2.0\nwidget:\n  - src: samples/old.jpg\n---\n# The project's own card\n"
+    (checkout / "README.md").write_text(card)
+    (checkout / ".gitattributes").write_text("*.png binary\n")
+    for path in convert.REPO_ROOT.glob("*.py"):
+        shutil.copyfile(path, checkout / path.name)
     convert_checkpoint(R50, zoo_checkpoint_file(R50), checkout)
     assert (checkout / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
-    assert (checkout / "tests" / "test_something.py").is_file() and (checkout / "README.md").read_text() == "# card\n"
+    assert (checkout / "tests" / "test_something.py").is_file()
     assert (checkout / "model.safetensors").is_file() and (checkout / "config.json").is_file()
+    # the card keeps its text; only its widget examples are the converter's (without outputs: none were computed)
+    front, body = hub_folder.split_card((checkout / "README.md").read_text())
+    assert body == "# The project's own card\n" and front["license"] == "apache-2.0"
+    assert front["widget"] == hub_folder.WIDGET_EXAMPLES
+    # .gitattributes keeps its lines and gains the LFS rules
+    assert (checkout / ".gitattributes").read_text().startswith("*.png binary\n*.safetensors filter=lfs")
 
 
 def test_a_folder_holding_another_models_config_is_refused(zoo_checkpoint_file, fast_tmp):
@@ -878,18 +887,19 @@ def test_push_uploads_folder_and_keeps_it_when_upload_fails(zoo_checkpoint_file,
         def __init__(self, token=None):
             calls.append(("token", token))
 
-        def create_repo(self, repo_id, repo_type=None, exist_ok=False):
+        def create_repo(self, repo_id, repo_type=None, private=None, exist_ok=False):
             calls.append(("create", repo_id))
 
-        def upload_folder(self, folder_path, repo_id, repo_type=None, commit_message=None):
+        def upload_folder(self, folder_path, repo_id, repo_type=None, allow_patterns=None, commit_message=None):
             if FakeApi.fail:
                 raise RuntimeError("401 Unauthorized")
-            calls.append(("upload", folder_path, repo_id))
+            calls.append(("upload", folder_path, repo_id, allow_patterns))
 
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_test")
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     output = convert_checkpoint(R50, zoo_checkpoint_file(R50), fast_tmp / "out", push_to_hub="me/mask-rcnn")
-    assert calls == [("token", "hf_test"), ("create", "me/mask-rcnn"), ("upload", str(output), "me/mask-rcnn")]
+    assert calls == [("token", "hf_test"), ("create", "me/mask-rcnn"),
+                     ("upload", str(output), "me/mask-rcnn", hub_folder.hub_files(output))]
 
     FakeApi.fail = True
     with pytest.raises(ConversionError, match="was written and kept, but uploading it to me/mask-rcnn failed: "

@@ -12,7 +12,6 @@ directory, with an empty HF_HOME, offline and without the repository on PYTHONPA
   parameters as text), both tasks and both mask formats, every kind of bad request, then 32 mixed requests from 8
   threads; as the reference it runs the same images through `transformers.pipeline(..., trust_remote_code=True)`.
 * `LEGACY_SCRIPT` repeats the toolkit's legacy branch (`pipeline.py` -> `PreTrainedPipeline`).
-* tools/widget_examples.py regenerates the model card's static widget outputs into a copy of README.md.
 
 The tests then check what those processes wrote, field by field. About 60 forward passes in all.
 """
@@ -34,12 +33,10 @@ import pytest
 import torch
 from PIL import Image
 
-import convert_mmdet_checkpoint as converter
 import serving_mask_rcnn as serving
 from inference_mask_rcnn import resolve_compute_dtype
 from synthetic_model_folder import lean_synthetic_folder
 from test_hub_loading import IMAGES, PHOTO, REPO_ROOT, hub_user_env
-from widget_examples import replace_widget_block, split_front_matter
 
 EXIF = IMAGES / "exif_rot6_480x320.jpg"
 # The synthetic weights are calibrated for full-size images; at 300x200 few scores reach 0.5, so most requests ask
@@ -376,7 +373,6 @@ def _assert_one_sentence(message: str) -> None:
 
 
 def test_converter_copies_handler_into_converted_folders(model_dir):
-    assert {"handler.py", "serving_mask_rcnn.py", "inference_mask_rcnn.py"} <= set(converter.CODE_FILES)
     for name in ("handler.py", "pipeline.py", "serving_mask_rcnn.py", "inference_mask_rcnn.py"):
         assert (model_dir / name).read_bytes() == (REPO_ROOT / name).read_bytes(), name
 
@@ -596,62 +592,3 @@ def test_serving_dtype_names(monkeypatch, value, expected):
     if value is not None:
         monkeypatch.setenv("MASK_RCNN_DTYPE", value)
         assert resolve_compute_dtype() is expected
-
-
-# ------------------------------------------------------------------------------------------------- the model card
-
-
-def _widget_examples(readme_text: str) -> List[Dict[str, Any]]:
-    import yaml
-
-    return yaml.safe_load(split_front_matter(readme_text)[0])["widget"]
-
-
-def _assert_same_outputs(found: List[Dict[str, Any]], expected: List[Dict[str, Any]]) -> None:
-    """Same instances; scores to 1e-4 and masks to 0.1% of their pixels (other CPUs round a little differently)."""
-    assert [(item["label"], item["box"]) for item in found] == [(item["label"], item["box"]) for item in expected]
-    for item, other in zip(found, expected):
-        assert item["score"] == pytest.approx(other["score"], abs=1e-4)
-        assert np.mean(np.asarray(_png_mask(item["mask"])) != np.asarray(_png_mask(other["mask"]))) < 1e-3
-
-
-def test_card_widget_outputs_are_in_the_widget_format():
-    examples = _widget_examples((REPO_ROOT / "README.md").read_text(encoding="utf-8"))
-    assert len(examples) >= 2
-    for example in examples:
-        image = Image.open(REPO_ROOT / example["src"])  # a file shipped in the repository
-        assert 1 <= len(example["output"]) <= 3
-        for item in example["output"]:
-            assert list(item) == WIRE_SEGMENT_KEYS and list(item["box"]) == BOX_KEYS
-            assert type(item["score"]) is float and type(item["label"]) is str
-            mask = _png_mask(item["mask"])
-            assert mask.mode == "L" and mask.size == image.size
-            assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 255}
-
-
-def test_card_widget_outputs_are_regenerated_by_the_tool(model_dir, tmp_path):
-    """tools/widget_examples.py on the synthetic folder writes the card's widget block again, and nothing else."""
-    original = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    readme = tmp_path / "README.md"
-    readme.write_text(original, encoding="utf-8")
-    command = [sys.executable, str(REPO_ROOT / "tools" / "widget_examples.py"), "--model", str(model_dir),
-               "--readme", str(readme), "--images-root", str(REPO_ROOT), "--write"]
-    completed = subprocess.run(command, cwd=tmp_path, env=hub_user_env(tmp_path / "hf_home"),
-                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    rewritten = readme.read_text(encoding="utf-8")
-    found, expected = _widget_examples(rewritten), _widget_examples(original)
-    assert [{key: value for key, value in example.items() if key != "output"} for example in found] == \
-        [{key: value for key, value in example.items() if key != "output"} for example in expected]
-    for found_example, expected_example in zip(found, expected):
-        _assert_same_outputs(found_example["output"], expected_example["output"])
-    assert replace_widget_block(rewritten, "") == replace_widget_block(original, "")
-
-
-def test_card_deploy_section():
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Deploy", 1)[1].split("\n## ", 1)[0]
-    for needed in ("Inference Endpoint", "handler.py", "EndpointHandler", "PreTrainedPipeline", "MASK_RCNN_DTYPE",
-                   "HF_TRUST_REMOTE_CODE", "mask_format", "pycocotools", "tools/widget_examples.py",
-                   'convert("RGB")', "synthetic"):
-        assert needed in section, needed

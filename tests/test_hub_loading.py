@@ -394,14 +394,14 @@ def test_model_save_pretrained_round_trip_is_identical(hub_run):
     assert all(value == [] for value in round_trip["loading_info"].values()), round_trip["loading_info"]
 
 
-def test_pipeline_save_pretrained_keeps_both_tasks_and_all_code(hub_run):
+def test_pipeline_save_pretrained_keeps_both_tasks_and_all_code(hub_run, hub_folder):
     saved = hub_run["pipeline_saved"]
-    import pipeline as repo_pipeline
+    import hub_folder_mask_rcnn
 
-    assert saved["custom_pipelines"] == repo_pipeline.CUSTOM_PIPELINES == converter.CUSTOM_PIPELINES
-    assert set(saved["files"]) >= {"config.json", "preprocessor_config.json", "model.safetensors",
-                                   *repo_pipeline.CODE_FILES, *repo_pipeline.OPTIONAL_CODE_FILES}
-    assert set(saved["auto_map"]) >= set(converter.CONFIG_AUTO_MAP)
+    assert saved["custom_pipelines"] == hub_folder_mask_rcnn.CUSTOM_PIPELINES
+    code_files = {name for name in os.listdir(hub_folder.path) if name.endswith(".py")}
+    assert set(saved["files"]) >= {"config.json", "preprocessor_config.json", "model.safetensors", *code_files}
+    assert set(saved["auto_map"]) >= set(hub_folder_mask_rcnn.CONFIG_AUTO_MAP)
     assert hub_run["reloaded_detector"] == {"class": "MaskRCNNDetectionPipeline"}
     _same_results(hub_run, "reloaded/seg/photo", "seg/photo")
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-import convert_mmdet_checkpoint as converter
+import hub_folder_mask_rcnn as hub_folder
 import pipeline as repo_pipeline
 from image_processing_mask_rcnn import MaskRCNNImageProcessor
 from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation
@@ -78,11 +78,10 @@ def assert_same(pipeline_result, hand_result):
 # ------------------------------------------------------------------------------------------------ registration
 
 
-def test_custom_pipelines_match_the_converter_and_the_root_config():
+def test_custom_pipelines_of_the_root_config_name_this_modules_classes():
     root_config = json.loads((REPO_ROOT / "config.json").read_text(encoding="utf-8"))
-    assert repo_pipeline.CUSTOM_PIPELINES == converter.CUSTOM_PIPELINES == root_config["custom_pipelines"]
-    assert set(repo_pipeline.CODE_FILES) <= set(converter.CODE_FILES)
-    for task in repo_pipeline.CUSTOM_PIPELINES.values():
+    assert root_config["custom_pipelines"] == hub_folder.CUSTOM_PIPELINES
+    for task in hub_folder.CUSTOM_PIPELINES.values():
         module, class_name = task["impl"].split(".")
         assert module == "pipeline" and hasattr(repo_pipeline, class_name)
 
@@ -323,14 +322,17 @@ def test_save_pretrained_keeps_both_tasks_even_when_registered(loaded, tmp_path,
                                "type": "image"}}, raising=False)
     segmenter.save_pretrained(tmp_path / "saved")
     config = json.loads((tmp_path / "saved" / "config.json").read_text(encoding="utf-8"))
-    assert config["custom_pipelines"] == converter.CUSTOM_PIPELINES
-    assert set(config["auto_map"]) >= set(converter.CONFIG_AUTO_MAP)
-    names = {path.name for path in (tmp_path / "saved").iterdir()}
-    assert {"config.json", "preprocessor_config.json", "model.safetensors", *repo_pipeline.CODE_FILES} <= names
-    for code_file in repo_pipeline.CODE_FILES:
-        assert (tmp_path / "saved" / code_file).read_bytes() == (REPO_ROOT / code_file).read_bytes()
+    assert config["custom_pipelines"] == hub_folder.CUSTOM_PIPELINES
+    assert set(config["auto_map"]) >= set(hub_folder.CONFIG_AUTO_MAP)
     processor_config = json.loads((tmp_path / "saved" / "preprocessor_config.json").read_text(encoding="utf-8"))
-    assert processor_config["auto_map"] == converter.IMAGE_PROCESSOR_AUTO_MAP
+    assert processor_config["auto_map"] == hub_folder.IMAGE_PROCESSOR_AUTO_MAP
+    code_files = hub_folder.code_files(hub_folder.referenced_modules(config, processor_config),
+                                       lambda name: REPO_ROOT / name if (REPO_ROOT / name).is_file() else None)
+    assert {"pipeline.py", "modeling_mask_rcnn.py", "handler.py", "hub_folder_mask_rcnn.py"} <= set(code_files)
+    names = {path.name for path in (tmp_path / "saved").iterdir()}
+    assert {"config.json", "preprocessor_config.json", "model.safetensors", *code_files} <= names
+    for code_file in code_files:
+        assert (tmp_path / "saved" / code_file).read_bytes() == (REPO_ROOT / code_file).read_bytes()
 
 
 def test_numerics_reaches_the_model_through_pipeline_model_kwargs(loaded, tmp_path, monkeypatch):

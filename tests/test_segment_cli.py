@@ -46,7 +46,7 @@ BAD_INPUTS = {"broken.jpg", "empty.png", "sub/trunc.png"}
 def converted_synthetic_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic R50 checkpoint converted with `convert_checkpoint`, made lean for tests; one per session
     (the folder lives in the session's base temp dir, so other test modules reuse it). Built by
-    tools/synthetic_model_folder.py, which tools/widget_examples.py uses too."""
+    tools/synthetic_model_folder.py."""
     return lean_synthetic_folder(tmp_path_factory.getbasetemp())
 
 
