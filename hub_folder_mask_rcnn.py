@@ -67,7 +67,6 @@ CUSTOM_PIPELINES: Dict[str, Dict[str, Any]] = {
     "object-detection": {"impl": "pipeline.MaskRCNNDetectionPipeline",
                          "pt": ["AutoModelForObjectDetection"], "type": "image"},
 }
-IMAGE_PROCESSOR_TYPE = "MaskRCNNImageProcessor"
 IMAGE_PROCESSOR_AUTO_MAP: Dict[str, str] = {"AutoImageProcessor": "image_processing_mask_rcnn.MaskRCNNImageProcessor"}
 # Found by file name, not through a config (optional: copied when present): huggingface-inference-toolkit serves
 # handler.py's EndpointHandler; export_onnx.py / onnx_inference_mask_rcnn.py export and run the folder as ONNX.
@@ -188,9 +187,11 @@ def complete_config(config: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def complete_preprocessor(preprocessor: Mapping[str, Any]) -> Dict[str, Any]:
-    """`preprocessor_config.json` content with `image_processor_type` and the AutoImageProcessor `auto_map`."""
+    """`preprocessor_config.json` content with the AutoImageProcessor `auto_map`, which every transformers version
+    resolves. No `image_processor_type`: with one, transformers 4.51-4.57 log a `use_fast` warning on every load that
+    a user cannot act on (this processor has no fast variant)."""
     content = copy.deepcopy(dict(preprocessor))
-    content["image_processor_type"] = IMAGE_PROCESSOR_TYPE
+    content.pop("image_processor_type", None)
     content["auto_map"] = {**(content.get("auto_map") or {}), **IMAGE_PROCESSOR_AUTO_MAP}
     return content
 
