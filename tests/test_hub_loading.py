@@ -158,12 +158,26 @@ def test_root_auto_map_and_custom_pipelines_follow_the_rules():
 # ------------------------------------------------------------------------------------------------------------------
 
 HUB_USER_SCRIPT = textwrap.dedent(r'''
-    import json, os, sys
+    import inspect, json, logging, os, sys
     import numpy as np
     from PIL import Image
     import torch
     import transformers
     from transformers import AutoImageProcessor, AutoModel, pipeline
+
+    class Recorder(logging.Handler):
+        """Every warning and error transformers and huggingface_hub log (shown to a user at default verbosity)."""
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.records = []
+        def emit(self, record):
+            self.records.append({"level": record.levelname, "logger": record.name, "message": record.getMessage()})
+    recorder = Recorder()
+    transformers.logging.set_verbosity_warning()
+    for name in ("transformers", "huggingface_hub"):
+        logging.getLogger(name).addHandler(recorder)
+    # transformers >= 4.56 (and pipeline()) call it dtype; 4.46-4.55 only know torch_dtype in pipeline()
+    pipeline_dtype = "dtype" if "dtype" in inspect.signature(pipeline).parameters else "torch_dtype"
 
     folder, work, photo, tiny, portrait = sys.argv[1:6]
     threshold = float(sys.argv[6])  # a user's threshold, given to the pipelines when they are created
@@ -251,6 +265,28 @@ HUB_USER_SCRIPT = textwrap.dedent(r'''
     reloaded_detector = pipeline("object-detection", model=f"{work}/saved-pipeline", trust_remote_code=True,
                                  device="cpu")
     report["reloaded_detector"] = {"class": type(reloaded_detector).__name__}
+
+    # 6. model.save_pretrained + processor.save_pretrained into one folder: a folder both pipelines load
+    model.save_pretrained(f"{work}/saved-parts")
+    processor.save_pretrained(f"{work}/saved-parts")
+    report["parts_saved"] = {"files": sorted(os.listdir(f"{work}/saved-parts"))}
+    parts_segmenter = pipeline("image-segmentation", model=f"{work}/saved-parts", trust_remote_code=True,
+                               device="cpu", threshold=threshold)
+    record("parts/seg/photo", parts_segmenter(photo))
+    parts_detector = pipeline("object-detection", model=f"{work}/saved-parts", trust_remote_code=True, device="cpu")
+    report["parts_detector"] = {"class": type(parts_detector).__name__}
+
+    # 7. reduced precision: from_pretrained(dtype=) on every version, save, reload with "auto"; pipeline(dtype=)
+    bf16_model = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=torch.bfloat16)
+    bf16_model.save_pretrained(f"{work}/saved-bf16")
+    saved_config = json.load(open(f"{work}/saved-bf16/config.json"))
+    reloaded_bf16 = AutoModel.from_pretrained(f"{work}/saved-bf16", trust_remote_code=True, dtype="auto")
+    bf16_segmenter = pipeline("image-segmentation", model=folder, trust_remote_code=True, device="cpu",
+                              threshold=threshold, **{pipeline_dtype: torch.bfloat16})
+    report["bf16"] = {"loaded": str(bf16_model.dtype), "saved": saved_config.get("dtype", saved_config.get("torch_dtype")),
+                      "reloaded": str(reloaded_bf16.dtype), "pipeline_model": str(bf16_segmenter.model.dtype),
+                      "pipeline_instances": len(bf16_segmenter(photo))}
+    report["log_records"] = recorder.records
 
     json.dump(report, open(f"{work}/report.json", "w"), indent=1)
     np.savez_compressed(f"{work}/masks.npz", **masks)
@@ -404,6 +440,33 @@ def test_pipeline_save_pretrained_keeps_both_tasks_and_all_code(hub_run, hub_fol
     assert set(saved["auto_map"]) >= set(hub_folder_mask_rcnn.CONFIG_AUTO_MAP)
     assert hub_run["reloaded_detector"] == {"class": "MaskRCNNDetectionPipeline"}
     _same_results(hub_run, "reloaded/seg/photo", "seg/photo")
+
+
+def test_model_and_processor_save_pretrained_make_a_folder_both_pipelines_load(hub_run, hub_folder):
+    code_files = {name for name in os.listdir(hub_folder.path) if name.endswith(".py")}
+    assert set(hub_run["parts_saved"]["files"]) >= {"config.json", "preprocessor_config.json", "model.safetensors",
+                                                   "requirements.txt", ".gitattributes", *code_files}
+    assert hub_run["parts_detector"] == {"class": "MaskRCNNDetectionPipeline"}
+    _same_results(hub_run, "parts/seg/photo", "seg/photo")
+
+
+def test_reduced_precision_loads_saves_and_reloads(hub_run):
+    assert hub_run["bf16"] == {"loaded": "torch.bfloat16", "saved": "bfloat16", "reloaded": "torch.bfloat16",
+                               "pipeline_model": "torch.bfloat16",
+                               "pipeline_instances": hub_run["bf16"]["pipeline_instances"]}
+
+
+# Warnings transformers itself prints on every healthy pipeline() call in some versions (4.x: "Device set to use
+# cpu" even with device="cpu"); anything else a healthy run logs at WARNING or above is a defect of this repository.
+NEUTRAL_TRANSFORMERS_WARNINGS = (r"Device set to use \w+",)
+
+
+def test_a_healthy_run_logs_no_error_and_no_unexpected_warning(hub_run):
+    records = hub_run["log_records"]
+    assert not [record for record in records if record["level"] in ("ERROR", "CRITICAL")], records
+    unexpected = [record for record in records
+                  if not any(re.fullmatch(pattern, record["message"]) for pattern in NEUTRAL_TRANSFORMERS_WARNINGS)]
+    assert not unexpected, unexpected
 
 
 # ------------------------------------------------------------------------------------------------------------------
