@@ -20,6 +20,8 @@ except ImportError:  # transformers 4.x
 # transformers >= 4.56 calls the weights' dtype `dtype` (config key and from_pretrained argument); before, it was only
 # `torch_dtype`. Folders written by either keep loading on both: see `MaskRCNNConfig.__init__`.
 TRANSFORMERS_NAMES_DTYPE = "dtype" in inspect.signature(_BaseConfig.__init__).parameters
+# Image processor settings that older config.json files also carried; they belong to preprocessor_config.json.
+IMAGE_PROCESSOR_FIELDS = ("image_mean", "image_std", "input_channel_order", "resize_scale")
 
 
 COCO_CLASSES = (
@@ -132,14 +134,6 @@ class MaskRCNNConfig(_BaseConfig):
             Channels of the mask head convolutions.
         mask_threshold (`float`, *optional*, defaults to 0.5):
             Mask probability at or above which a pixel belongs to the instance (`test_cfg.rcnn.mask_thr_binary`).
-        image_mean, image_std (`list[float]`, *optional*):
-            Per-channel normalisation on the 0..255 scale, in `input_channel_order`.
-        input_channel_order (`str`, *optional*, defaults to `"rgb"`):
-            Channel order the network expects: `"rgb"` (pytorch-style weights) or `"bgr"` (caffe/detectron2 weights).
-        resize_scale (`list[int]`, *optional*, defaults to `[1333, 800]`):
-            Keep-ratio resize target (long side limit, short side limit).
-        size_divisor (`int`, *optional*, defaults to 32):
-            Padded input height and width are multiples of this.
         numerics (`str`, *optional*, defaults to `"fast"`):
             `"exact"` runs MMDetection's float32 operation order and refuses reduced precision: outputs are
             bit-identical to MMDetection 3.3.0 on CPU. `"fast"` allows the speed options below and bf16/fp16; with
@@ -151,6 +145,9 @@ class MaskRCNNConfig(_BaseConfig):
             replace oneDNN's: on the synthetic parity fixtures (which amplify rounding) boxes move by up to
             ~0.06 px and scores by up to ~3e-3, within twice that noise floor but more than the core parity
             tolerance (0.01 px, 1e-4), hence opt-in.
+        size_divisor (`int`, *optional*, defaults to 32):
+            Padding multiple of the image processor's batches; training uses it for each image's anchor-validity
+            window (the image processor's own `size_divisor` pads the inputs).
         mmdet_config_name (`str`, *optional*):
             Name of the MMDetection zoo config the weights come from (informational).
 
@@ -234,12 +231,6 @@ class MaskRCNNConfig(_BaseConfig):
         mask_head_num_convs: int = 4,
         mask_head_conv_channels: int = 256,
         mask_threshold: float = 0.5,
-        # image pre-processing
-        image_mean: Sequence[float] = (123.675, 116.28, 103.53),
-        image_std: Sequence[float] = (58.395, 57.12, 57.375),
-        input_channel_order: str = "rgb",
-        resize_scale: Sequence[int] = (1333, 800),
-        size_divisor: int = 32,
         # numerics
         numerics: str = "fast",
         fuse_batch_norms: bool = False,
@@ -274,6 +265,7 @@ class MaskRCNNConfig(_BaseConfig):
         box_classification_loss_weight: float = 1.0,
         box_regression_loss_weight: float = 1.0,
         mask_loss_weight: float = 1.0,
+        size_divisor: int = 32,
         **kwargs: Any,
     ) -> None:
         self.backbone_depth = int(backbone_depth)
@@ -315,15 +307,11 @@ class MaskRCNNConfig(_BaseConfig):
         self.mask_head_conv_channels = int(mask_head_conv_channels)
         self.mask_threshold = float(mask_threshold)
 
-        self.image_mean = [float(v) for v in image_mean]
-        self.image_std = [float(v) for v in image_std]
-        self.input_channel_order = input_channel_order
-        self.resize_scale = [int(v) for v in resize_scale]
-        self.size_divisor = int(size_divisor)
-
         self.numerics = numerics
         self.fuse_batch_norms = bool(fuse_batch_norms)
         self.mmdet_config_name = mmdet_config_name
+        # training pads each image's anchor-validity window to this multiple, as the image processor pads its inputs
+        self.size_divisor = int(size_divisor)
 
         self.backbone_frozen_stages = int(backbone_frozen_stages)
         self.backbone_batch_norm_trainable = bool(backbone_batch_norm_trainable)
@@ -357,6 +345,10 @@ class MaskRCNNConfig(_BaseConfig):
 
         if "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["id2label"] = dict(enumerate(COCO_CLASSES))
+        for field in IMAGE_PROCESSOR_FIELDS:
+            # config.json written before these fields moved to preprocessor_config.json (where those folders have
+            # them too): the model never read them, so they are dropped instead of kept as stray attributes
+            kwargs.pop(field, None)
         if not TRANSFORMERS_NAMES_DTYPE and "dtype" in kwargs:
             # config.json written by transformers >= 4.56 says "dtype"; older versions know it as torch_dtype (left
             # as "dtype", it would also swallow a from_pretrained(dtype=...) argument as a config attribute)
@@ -430,13 +422,6 @@ class MaskRCNNConfig(_BaseConfig):
                 fail(f"{name} must be a positive integer, got {getattr(self, name)}.")
         if self.rpn_min_box_size < 0 or self.roi_sampling_ratio < 0 or self.mask_head_num_convs < 0:
             fail("rpn_min_box_size, roi_sampling_ratio and mask_head_num_convs must not be negative.")
-        if self.input_channel_order not in ("rgb", "bgr"):
-            fail(f"input_channel_order must be 'rgb' or 'bgr', got {self.input_channel_order!r}.")
-        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
-            fail(f"image_mean and image_std need 3 values each and a positive std, got {self.image_mean} / "
-                 f"{self.image_std}.")
-        if len(self.resize_scale) != 2 or min(self.resize_scale) < 1:
-            fail(f"resize_scale must be two positive sizes (long side, short side), got {self.resize_scale}.")
         if self.numerics not in ("fast", "exact"):
             fail(f"numerics must be 'fast' or 'exact', got {self.numerics!r}.")
         if self.numerics == "exact" and self.fuse_batch_norms:

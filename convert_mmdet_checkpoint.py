@@ -63,8 +63,10 @@ except ImportError:  # run as a script: python convert_mmdet_checkpoint.py (impo
 
 try:
     from . import hub_folder_mask_rcnn as hub_folder  # noqa: F401 - kept as a package sibling
+    from .image_processing_mask_rcnn import MaskRCNNImageProcessor
 except ImportError:  # run as a script (importlib: see the configuration import above)
     hub_folder = importlib.import_module("hub_folder_mask_rcnn")
+    MaskRCNNImageProcessor = importlib.import_module("image_processing_mask_rcnn").MaskRCNNImageProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -169,19 +171,23 @@ class ZooEntry:
         """The 8 hex digits MMDetection's publish_model.py appends to the file name (start of its sha256)."""
         return re.search(r"-([0-9a-f]{8})\.pth$", self.weights_path).group(1)
 
-    def config_kwargs(self) -> Dict[str, object]:
-        """Keyword arguments of `MaskRCNNConfig` that this checkpoint fixes (backbone, style, normalisation)."""
-        depth = 50 if self.backbone == "R-50" else 101
-        groups, base_width = 1, 4
-        match = re.fullmatch(r"X-101-(\d+)x(\d+)d", self.backbone)
-        if match:
-            groups, base_width = int(match.group(1)), int(match.group(2))
+    def normalization(self) -> Dict[str, object]:
+        """`MaskRCNNImageProcessor` settings this checkpoint was trained with: image_mean, image_std, channel order."""
         if self.style == "caffe":
             normalization = CAFFE_STYLE_NORMALIZATION
         elif self.style == "c2":
             normalization = DETECTRON2_RESNEXT_NORMALIZATION
         else:
             normalization = PYTORCH_STYLE_NORMALIZATION
+        return {key: list(value) if isinstance(value, list) else value for key, value in normalization.items()}
+
+    def config_kwargs(self) -> Dict[str, object]:
+        """Keyword arguments of `MaskRCNNConfig` that this checkpoint fixes (backbone depth, width, style)."""
+        depth = 50 if self.backbone == "R-50" else 101
+        groups, base_width = 1, 4
+        match = re.fullmatch(r"X-101-(\d+)x(\d+)d", self.backbone)
+        if match:
+            groups, base_width = int(match.group(1)), int(match.group(2))
         return {
             "backbone_depth": depth,
             "backbone_groups": groups,
@@ -189,7 +195,6 @@ class ZooEntry:
             "backbone_style": "caffe" if self.style == "caffe" else "pytorch",
             # caffe-style and detectron2 ResNeXt configs freeze the batch norms' affine parameters too
             "backbone_batch_norm_trainable": self.style == "pytorch",
-            **{key: list(value) if isinstance(value, list) else value for key, value in normalization.items()},
             "mmdet_config_name": self.config_name,
         }
 
@@ -716,11 +721,12 @@ def check_training_config(meta: Mapping[str, Any], config_name: str) -> None:
         return
     config_name = resolve_config_name(config_name)
     config = zoo_config(config_name)
+    normalization = ZOO[config_name].normalization()
     problems = []
     style = _uniform_match(r"style\s*=\s*['\"](caffe|pytorch)['\"]", text)
     if style is not None and style != config.backbone_style:
         problems.append(f"backbone style '{style}' (config: '{config.backbone_style}')")
-    for field, values in (("mean", config.image_mean), ("std", config.image_std)):
+    for field, values in (("mean", normalization["image_mean"]), ("std", normalization["image_std"])):
         found = _uniform_match(rf"\b{field}\s*=\s*\[([^\]]*)\]", text)
         if found is None:
             continue
@@ -810,7 +816,6 @@ def validate_state_dict(state_dict: Mapping[str, torch.Tensor], config: MaskRCNN
 # Building and writing the Hub folder
 # ----------------------------------------------------------------------------------------------------------------
 
-IMAGE_PROCESSOR_FIELDS = ("image_mean", "image_std", "input_channel_order", "resize_scale", "size_divisor")
 REPO_ROOT = Path(__file__).resolve().parent
 
 
@@ -864,13 +869,11 @@ def config_json_dict(config: MaskRCNNConfig) -> Dict[str, Any]:
     return hub_folder.complete_config(content)
 
 
-def preprocessor_json_dict(config: MaskRCNNConfig) -> Dict[str, Any]:
-    """`preprocessor_config.json` content: the image processor class and the normalisation/resize fields."""
-    content: Dict[str, Any] = {}
-    for field in IMAGE_PROCESSOR_FIELDS:
-        value = getattr(config, field)
-        content[field] = list(value) if isinstance(value, (list, tuple)) else value
-    return hub_folder.complete_preprocessor(content)
+def preprocessor_json_dict(config_name: str) -> Dict[str, Any]:
+    """`preprocessor_config.json` content: every setting of `MaskRCNNImageProcessor` (its defaults are
+    MMDetection's test pipeline) with the normalisation of `config_name`'s checkpoint, plus its `auto_map`."""
+    processor = MaskRCNNImageProcessor(**ZOO[resolve_config_name(config_name)].normalization())
+    return hub_folder.complete_preprocessor(processor.to_dict())
 
 
 def model_card_text(prepared: PreparedConversion, config_name: str, checkpoint_path: Path, official: bool) -> str:
@@ -886,7 +889,8 @@ def write_hf_folder(prepared: PreparedConversion, folder: Path, code_dir: Option
     """Write the complete Hub folder (configs, weights, code files, card, requirements.txt, .gitattributes) into
     `folder` with `hub_folder_mask_rcnn.write_hub_folder`; returns its Hub file names."""
     return hub_folder.write_hub_folder(
-        folder, config=config_json_dict(prepared.config), preprocessor=preprocessor_json_dict(prepared.config),
+        folder, config=config_json_dict(prepared.config),
+        preprocessor=preprocessor_json_dict(prepared.config.mmdet_config_name),
         state_dict=prepared.hf_state_dict, card=card, sources=[REPO_ROOT if code_dir is None else code_dir])
 
 

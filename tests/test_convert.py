@@ -271,14 +271,15 @@ def test_every_zoo_config_converts(config_name, zoo_checkpoint_file, fast_tmp):
     expected = zoo_config(config_name)
     assert config["model_type"] == "mask_rcnn"
     assert config["mmdet_config_name"] == config_name
-    for field in ("backbone_depth", "backbone_groups", "backbone_base_width", "backbone_style", "image_mean",
-                  "image_std", "input_channel_order"):
+    for field in ("backbone_depth", "backbone_groups", "backbone_base_width", "backbone_style"):
         assert config[field] == getattr(expected, field), field
     assert len(config["id2label"]) == 80 and config["id2label"]["0"] == "person"
+    # config.json holds what the model reads; the image processor's settings are in preprocessor_config.json only
+    assert not set(config) & {"image_mean", "image_std", "input_channel_order", "resize_scale"}
 
     preprocessor = json.loads((output / "preprocessor_config.json").read_text())
-    assert preprocessor["image_mean"] == expected.image_mean
-    assert preprocessor["input_channel_order"] == expected.input_channel_order
+    normalization = ZOO[config_name].normalization()
+    assert {key: preprocessor[key] for key in normalization} == normalization
 
     tensors, metadata = read_safetensors_header(output / "model.safetensors")
     shapes = mmdet_state_dict_shapes(expected)
@@ -322,7 +323,7 @@ def test_output_loads_with_auto_classes(zoo_checkpoint_file, fast_tmp):
     output = convert_checkpoint(R50_CAFFE, zoo_checkpoint_file(R50_CAFFE), fast_tmp / "caffe_out")
     config = AutoConfig.from_pretrained(output, trust_remote_code=True)
     assert type(config).__name__ == "MaskRCNNConfig"
-    assert config.backbone_style == "caffe" and config.input_channel_order == "bgr"
+    assert config.backbone_style == "caffe"
     assert config.id2label[79] == "toothbrush" and config.label2id["person"] == 0
 
     if (output / "modeling_mask_rcnn.py").is_file():
@@ -337,6 +338,7 @@ def test_output_loads_with_auto_classes(zoo_checkpoint_file, fast_tmp):
 
         processor = AutoImageProcessor.from_pretrained(output, trust_remote_code=True)
         assert type(processor).__name__ == "MaskRCNNImageProcessor"
+        assert processor.input_channel_order == "bgr" and processor.image_std == [1.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])

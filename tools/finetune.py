@@ -29,10 +29,10 @@ What it does:
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -47,7 +47,8 @@ from torch.utils.data import Dataset  # noqa: E402
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed  # noqa: E402
 
 import evaluate_coco  # noqa: E402
-from convert_mmdet_checkpoint import CODE_FILES, config_json_dict, preprocessor_json_dict  # noqa: E402
+import hub_folder_mask_rcnn  # noqa: E402
+from convert_mmdet_checkpoint import config_json_dict  # noqa: E402
 from image_processing_mask_rcnn import MaskRCNNImageProcessor  # noqa: E402
 from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation  # noqa: E402
 
@@ -251,20 +252,14 @@ def parse_config_overrides(pairs: Sequence[str]) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 # Export
 # ----------------------------------------------------------------------------------------------------------------
-def export_hub_folder(model: MaskRCNNForInstanceSegmentation, folder: str) -> None:
-    """Weights, config.json (new id2label, remote-code auto_map and pipelines), preprocessor_config.json and the
-    code files: a folder both pipelines load with `trust_remote_code=True`."""
+def export_hub_folder(model: MaskRCNNForInstanceSegmentation, folder: str,
+                      processor: Optional[MaskRCNNImageProcessor] = None) -> None:
+    """Weights, config.json (new id2label, every field written out), preprocessor_config.json and the code files: a
+    complete Hub folder (hub_folder_mask_rcnn.write_hub_folder) both pipelines load with `trust_remote_code=True`."""
     os.makedirs(folder, exist_ok=True)
     model.save_pretrained(folder)
-    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as handle:
-        json.dump(config_json_dict(model.config), handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    with open(os.path.join(folder, "preprocessor_config.json"), "w", encoding="utf-8") as handle:
-        json.dump(preprocessor_json_dict(model.config), handle, indent=2)
-        handle.write("\n")
-    for file_name in CODE_FILES:
-        if (REPO_ROOT / file_name).is_file():
-            shutil.copyfile(REPO_ROOT / file_name, os.path.join(folder, file_name))
+    (processor or MaskRCNNImageProcessor()).save_pretrained(folder)
+    hub_folder_mask_rcnn.write_hub_folder(folder, config=config_json_dict(model.config), sources=[REPO_ROOT])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -320,11 +315,13 @@ def run(arguments: argparse.Namespace) -> Dict[str, Any]:
         if not hasattr(model.config, key):
             raise FinetuneError(f"--set {key}: the model config has no such field.")
         setattr(model.config, key, value)
+    # the source folder's image processor settings (its checkpoint's normalisation), the resize scale as asked
+    source_processor = MaskRCNNImageProcessor.from_pretrained(arguments.model)
+    settings = inspect.signature(MaskRCNNImageProcessor.__init__).parameters
+    processor_settings = {key: value for key, value in source_processor.to_dict().items()
+                          if key in settings and key not in ("do_random_flip", "multiscale_resize_scales")}
     if arguments.resize_scale:
-        model.config.resize_scale = list(arguments.resize_scale)
-    processor_settings = preprocessor_json_dict(model.config)
-    processor_settings = {key: value for key, value in processor_settings.items()
-                          if key not in ("image_processor_type", "auto_map")}
+        processor_settings["resize_scale"] = list(arguments.resize_scale)
     eval_processor = MaskRCNNImageProcessor(**processor_settings)
     train_processor = MaskRCNNImageProcessor(
         **processor_settings, do_random_flip=not arguments.no_flip,
@@ -370,7 +367,7 @@ def run(arguments: argparse.Namespace) -> Dict[str, Any]:
             print(f"parameters identical on all {len(digests)} processes: {digests[0][:16]}", flush=True)
     metrics: List[dict] = []
     if trainer.is_world_process_zero():
-        export_hub_folder(trainer.model, model_dir)
+        export_hub_folder(trainer.model, model_dir, eval_processor)
         if evaluator is not None and os.path.exists(evaluator.metrics_path):
             with open(evaluator.metrics_path, encoding="utf-8") as handle:
                 metrics = [json.loads(line) for line in handle if line.strip()]

@@ -38,7 +38,7 @@ if __name__ == "__main__":  # as a script, compare on the goldens' CPU kernels (
 
 import torch  # noqa: E402
 
-from convert_mmdet_checkpoint import mmdet_key_to_hf_key, zoo_config  # noqa: E402
+from convert_mmdet_checkpoint import ZOO, mmdet_key_to_hf_key, zoo_config  # noqa: E402
 from golden import (golden_cases, golden_recordings, image_path, inputs_sha256, load_golden,  # noqa: E402
                     pixel_values_from_preprocessed)
 from image_processing_mask_rcnn import MaskRCNNImageProcessor  # noqa: E402
@@ -60,11 +60,7 @@ def build_model(variant: str, numerics: str = "exact", dtype: torch.dtype = torc
 
 def build_processor(model: MaskRCNNForInstanceSegmentation) -> MaskRCNNImageProcessor:
     """The image processor matching a model's normalisation and resize settings."""
-    config = model.config
-    return MaskRCNNImageProcessor(
-        image_mean=config.image_mean, image_std=config.image_std, input_channel_order=config.input_channel_order,
-        resize_scale=config.resize_scale, size_divisor=config.size_divisor,
-    )
+    return MaskRCNNImageProcessor(**ZOO[model.config.mmdet_config_name].normalization())
 
 
 @dataclass(frozen=True)
