@@ -236,6 +236,9 @@ def test_a_folder_written_before_keeps_loading_and_resaves_in_todays_form(conver
         {"image_processor_type": "MaskRCNNImageProcessor", **preprocessor}), encoding="utf-8")
     config = json.loads((old / "config.json").read_text(encoding="utf-8"))
     config.update(transformers_version="4.46.3", torch_dtype="float32")  # how 4.x wrote it
+    # config.json used to repeat the image processor's settings
+    config.update({key: preprocessor[key] for key in ("image_mean", "image_std", "input_channel_order",
+                                                      "resize_scale", "size_divisor")})
     config.pop("dtype")
     (old / "config.json").write_text(json.dumps(config), encoding="utf-8")
 
@@ -249,3 +252,4 @@ def test_a_folder_written_before_keeps_loading_and_resaves_in_todays_form(conver
     assert report["pipeline"] == "MaskRCNNSegmentationPipeline" and report["model"] == "MaskRCNNForInstanceSegmentation"
     assert "image_processor_type" not in report["preprocessor"]
     assert report["config"]["custom_pipelines"] == hub_folder.CUSTOM_PIPELINES
+    assert "image_mean" not in report["config"] and report["preprocessor"]["image_mean"] == preprocessor["image_mean"]
