@@ -22,6 +22,7 @@ project, whose tests/ and tools/ are not model files); `upload_hub_folder` uploa
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import importlib.util
 import io
@@ -201,29 +202,23 @@ def complete_preprocessor(preprocessor: Mapping[str, Any]) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class _IndentedListDumper:
-    """Built lazily (PyYAML is imported only when a card is written)."""
+@functools.lru_cache(maxsize=None)
+def _card_dumper():
+    """A PyYAML dumper that indents block lists under their key (`widget:\n  - src: ...`), the cards' style."""
+    import yaml
 
-    _dumper = None
+    class CardDumper(yaml.SafeDumper):
+        def increase_indent(self, flow: bool = False, indentless: bool = False):
+            return super().increase_indent(flow, False)
 
-    @classmethod
-    def get(cls):
-        if cls._dumper is None:
-            import yaml
-
-            class Dumper(yaml.SafeDumper):
-                def increase_indent(self, flow: bool = False, indentless: bool = False):
-                    return super().increase_indent(flow, False)
-
-            cls._dumper = Dumper
-        return cls._dumper
+    return CardDumper
 
 
 def dump_yaml(content: Mapping[str, Any]) -> str:
     """YAML in the card's style: block lists indented under their key, one line per scalar, keys in given order."""
     import yaml
 
-    return yaml.dump(dict(content), Dumper=_IndentedListDumper.get(), sort_keys=False, default_flow_style=False,
+    return yaml.dump(dict(content), Dumper=_card_dumper(), sort_keys=False, default_flow_style=False,
                      allow_unicode=True, width=float("inf"))
 
 
@@ -482,7 +477,8 @@ def write_hub_folder(folder: PathLike, *, config: Optional[Mapping[str, Any]] = 
         config / preprocessor: content for `config.json` / `preprocessor_config.json`; None completes the file
             already in the folder (as written by transformers' `save_pretrained`), if any.
         state_dict: tensors to write as `model.safetensors` (float32 and int64, as converted).
-        card: `README.md` text; when None and the folder has no card, a short generic card is written.
+        card: `README.md` text (replaces the folder's card); when None, a folder with a config but no card gets the
+            short generic card of `model_card` (no metrics, no widget outputs).
         sources: folders to copy code files, requirements.txt and widget images from (the loaded code's folders).
         name_or_path: the model's own folder or Hub repo id, searched last.
 
