@@ -19,6 +19,7 @@ import errno
 import filecmp
 import hashlib
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -873,7 +874,10 @@ def preprocessor_json_dict(config_name: str) -> Dict[str, Any]:
     """`preprocessor_config.json` content: every setting of `MaskRCNNImageProcessor` (its defaults are
     MMDetection's test pipeline) with the normalisation of `config_name`'s checkpoint, plus its `auto_map`."""
     processor = MaskRCNNImageProcessor(**ZOO[resolve_config_name(config_name)].normalization())
-    return hub_folder.complete_preprocessor(processor.to_dict())
+    settings = inspect.signature(MaskRCNNImageProcessor.__init__).parameters
+    # only the constructor's settings: to_dict() adds version-dependent transformers bookkeeping (_processor_class)
+    return hub_folder.complete_preprocessor(
+        {key: value for key, value in processor.to_dict().items() if key in settings})
 
 
 def model_card_text(prepared: PreparedConversion, config_name: str, checkpoint_path: Path, official: bool) -> str:
