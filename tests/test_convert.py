@@ -944,7 +944,7 @@ def test_cli_main_reports_errors_in_one_message(fast_tmp, capsys):
 
 
 def test_write_failure_leaves_no_partial_folder(zoo_checkpoint_file, fast_tmp, monkeypatch):
-    def disk_full(prepared, folder, code_dir=convert.REPO_ROOT):
+    def disk_full(prepared, folder, code_dir=convert.REPO_ROOT, card=None):
         (folder / "config.json").write_text("{}")
         raise OSError(28, "No space left on device")
 
