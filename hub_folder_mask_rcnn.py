@@ -317,7 +317,7 @@ def model_card(config: Mapping[str, Any], config_name: Optional[str] = None,
         "",
         "## Limitations",
         "",
-        "* Inference only; single-scale test path (no test-time augmentation).",
+        "* Single-scale test path (no test-time augmentation).",
         "* The Hub's serverless widget does not run custom code; use the pipelines, a Space or an Inference "
         "Endpoint. Widget example outputs, when present, were computed with this folder's weights by `handler.py`.",
         "* `dtype=torch.bfloat16` / `float16` is not bit-identical to MMDetection; it is fast only on hardware with "

@@ -95,3 +95,11 @@ def test_the_cards_test_command_is_what_ci_runs():
                    if line.strip() and not line.lstrip().startswith("#")]
     assert test_command in ci_commands
     assert "pytest -q tests" in test_command and "tools/transformers_matrix.sh" in test_command
+
+
+def test_the_deploy_page_covers_the_endpoint_and_what_to_upload():
+    text = (REPO_ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    for needed in ("Inference Endpoint", "handler.py", "EndpointHandler", "PreTrainedPipeline", "MASK_RCNN_DTYPE",
+                   "HF_TRUST_REMOTE_CODE", "mask_format", "pycocotools", 'convert("RGB")',
+                   "python hub_folder_mask_rcnn.py .", "--push-to-hub"):
+        assert needed in text, needed
