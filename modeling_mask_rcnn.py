@@ -1290,7 +1290,8 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
             loss = sum(value for name, value in loss_dict.items() if name.startswith("loss"))
             output = MaskRCNNInstanceSegmentationOutput(loss=loss, loss_dict=loss_dict, image_sizes=image_sizes)
             return output if return_dict else output.to_tuple()
-        warn_if_reduced_precision_is_emulated(self.dtype, self.device)
+        # the dtype the convolutions run in: the model's, or autocast's (segment.py --dtype, user code)
+        warn_if_reduced_precision_is_emulated(autocast_dtype_on(self.device.type) or self.dtype, self.device)
         pixel_values = pixel_values.to(self.dtype)
         fuse = self.config.fuse_batch_norms and not exact
         if fuse:

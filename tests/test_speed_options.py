@@ -187,3 +187,12 @@ def test_reduced_precision_with_native_support_or_float32_does_not_warn(fresh_wa
         warnings.simplefilter("error")
         model(torch.zeros(1, 3, 64, 64))  # float32 never warns
 
+
+
+def test_reduced_precision_under_autocast_warns_too(fresh_warning_state, monkeypatch):
+    """segment.py runs bf16/fp16 as torch.autocast over a float32 model: the same warning applies."""
+    monkeypatch.setattr(fresh_warning_state, "cpu_feature_flags", lambda: AVX2_ONLY_FLAGS)
+    model, _ = _model_and_processor(MAIN_VARIANT, "fast")
+    with pytest.warns(UserWarning, match="runs in bfloat16 on a CPU without native bfloat16 support"):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            model(torch.zeros(1, 3, 64, 64))
