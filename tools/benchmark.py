@@ -407,13 +407,13 @@ def print_throughput_table(table: Dict[int, Dict[str, float]], images: List[Imag
           f"keep_score_threshold={threshold}, torchvision computing every mask")
     names = list(next(iter(table.values())))
     peer = next((name for name in names if not name.startswith("ours")), None)
-    print(f"{'batch':>5} " + " ".join(f"{name:>36}" for name in names)
-          + "".join(f" {'/ ' + peer.split()[0] + ' (' + name.split()[1].strip('(,') + ')':>22}"
-                    for name in names if peer and name.startswith("ours")))
+    ratio_labels = ["our time / torchvision, " + ("fused" if "fused" in name else "default")
+                    for name in names if peer and name.startswith("ours")]
+    print(f"{'batch':>5} " + " ".join(f"{name:>36}" for name in names) + "".join(f" {label:>36}" for label in ratio_labels))
     for size, row in table.items():
         line = f"{size:5d} " + " ".join(f"{row[name]:36.3f}" for name in names)
         if peer:  # time ratio = peer's rate / ours: < 1 means we are faster
-            line += "".join(f" {row[peer] / row[name]:22.2f}" for name in names if name.startswith("ours"))
+            line += "".join(f" {row[peer] / row[name]:36.2f}" for name in names if name.startswith("ours"))
         print(line)
 
 
