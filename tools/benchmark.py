@@ -568,7 +568,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--settings", default="ten,0.5",
-                        help="caller thresholds, comma-separated: 'ten' (keeps ~10 per photo), a number, 'all'")
+                        help="caller thresholds, comma-separated: 'ten' (keeps ~10 per photo), a number, 'all' ('' skips the "
+                             "latency tables)")
     parser.add_argument("--peers", default="torchvision,mmdet", help="comma-separated: torchvision, mmdet")
     parser.add_argument("--bf16", action="store_true", help="also our fused bfloat16 path")
     parser.add_argument("--batch-sizes-cpu", default="1,2,4",
@@ -600,7 +601,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"machine: {cpu_description()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads; "
           f"{len(photos)} photos ({', '.join(photos)}) at the 1333x800 scale; median of {args.runs} interleaved "
           f"runs after {args.warmup} warm-up")
-    print_latency_table(latency_table(contenders, photos, settings, args.runs, args.warmup))
+    if settings:
+        print_latency_table(latency_table(contenders, photos, settings, args.runs, args.warmup))
     batch_sizes = [int(size) for size in args.batch_sizes_cpu.split(",") if size.strip()]
     if batch_sizes:
         batch_photos = list(photos.values())[: args.batch_photos]
