@@ -196,3 +196,21 @@ def test_reduced_precision_under_autocast_warns_too(fresh_warning_state, monkeyp
     with pytest.warns(UserWarning, match="runs in bfloat16 on a CPU without native bfloat16 support"):
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             model(torch.zeros(1, 3, 64, 64))
+
+
+def test_the_batch_clis_threshold_reaches_the_model():
+    """segment.py / the Ray workers: `--threshold` is the model's keep_score_threshold (mask head on kept only)."""
+    from mask_rcnn_batch.model import predict_images
+
+    model, processor = _model_and_processor(MAIN_VARIANT, "fast")
+    threshold = 0.9
+    expected = int((load_golden(MAIN_VARIANT, "tiny_97x61")["scores"] >= threshold).sum())
+    mask_head_rois = []
+    hook = model.mask_head.register_forward_hook(lambda module, args, output: mask_head_rois.append(args[0].shape[0]))
+    try:
+        results = list(predict_images(model, processor, [str(IMAGES / "tiny_97x61.png")], threshold=threshold))
+    finally:
+        hook.remove()
+    assert 0 < expected < 100
+    assert mask_head_rois == [expected] and results[0]["scores"].numel() == expected
+    assert bool((results[0]["scores"] >= threshold).all())
