@@ -214,7 +214,8 @@ class MaskRCNNPipelineBase(Pipeline):
         Args:
             inputs: path, http(s) URL, base64 string, bytes, PIL image, numpy array or tensor, or a list of them.
                 `images=` is accepted as an alias.
-            threshold (`float`, defaults to 0.5): keep detections with `score >= threshold`.
+            threshold (`float`, defaults to 0.5): keep detections with `score >= threshold`; the model runs RoIAlign
+                and the mask head only for those (`keep_score_threshold`; the kept results are bit for bit the same).
             timeout (`float`, *optional*): seconds to wait for URL downloads.
             batch_size (`int`, *optional*): images per forward pass (images are padded together).
             errors (`str`, defaults to `"raise"`): `"return"` gives `{"error": "<exception class>: <message>"}` in
