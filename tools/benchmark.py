@@ -413,7 +413,7 @@ def print_throughput_table(table: Dict[int, Dict[str, float]], images: List[Imag
                     for name in names if peer and name.startswith("ours")]
     print(f"{'batch':>5} " + " ".join(f"{name:>36}" for name in names) + "".join(f" {label:>36}" for label in ratio_labels))
     for size, row in table.items():
-        line = f"{size:5d} " + " ".join(f"{row[name]:36.3f}" for name in names)
+        line = f"{size:5d} " + " ".join(f"{row[name]:36.4g}" for name in names)  # 4 digits even when slow
         if peer:  # time ratio = peer's rate / ours: < 1 means we are faster
             line += "".join(f" {row[peer] / row[name]:36.2f}" for name in names if name.startswith("ours"))
         print(line)
