@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import numbers
 import os
 from collections.abc import Mapping
 from typing import Any, Iterator, Optional, Sequence, Union
@@ -456,6 +457,18 @@ def _size_pair(size: Any, what: str) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------------------------
 # The image processor
 # --------------------------------------------------------------------------------------------------------------
+def _checked_score_threshold(threshold: Any, name: str, allow_none: bool = True) -> Optional[float]:
+    """A score threshold as a Python float (None stays None where `allow_none`); ValueError naming `name` unless it
+    is one finite real number (a one-element tensor is accepted)."""
+    if threshold is None and allow_none:
+        return None
+    if isinstance(threshold, torch.Tensor) and threshold.numel() == 1 and not threshold.dtype == torch.bool:
+        threshold = threshold.item()
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
+        raise ValueError(f"{name} must be a finite number (a score between 0 and 1), got {threshold!r}.")
+    return float(threshold)
+
+
 class MaskRCNNImageProcessor(BaseImageProcessor):
     r"""Pre- and post-processing of MMDetection's Mask R-CNN with MMDetection's numerics.
 
@@ -584,6 +597,7 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         annotations: Optional[Union[Mapping[str, Any], Sequence[Mapping[str, Any]]]] = None,
         return_tensors: Optional[str] = "pt",
         category_to_class: Optional[Mapping[int, int]] = None,
+        keep_score_threshold: Optional[float] = None,
         **kwargs,
     ) -> BatchFeature:
         """Loads, resizes, normalises and pads one image or a list of images.
@@ -604,6 +618,10 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             return_tensors: `"pt"` (default), `"np"` or None (torch tensors).
             category_to_class: maps each `category_id` to a class index of the model (e.g. COCO's sparse ids 1..90
                 to 0..79). Without it `category_id` must already be the class index.
+            keep_score_threshold: the score threshold you will post-process with. Passed to the model along with
+                the inputs (`model(**inputs)`), which then computes masks only for the detections with
+                `score >= keep_score_threshold` (bit for bit the same detections, much less mask work). Post-
+                processing those outputs with a lower threshold is an error. None (default): all detections.
             kwargs: per-call overrides of the constructor settings (`do_resize`, `resize_scale`, `image_mean`,
                 `max_image_pixels`, ...).
 
@@ -620,7 +638,9 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             and with `annotations` also `labels`: one dict per image with `class_labels` (n,) int64, `boxes` (n, 4)
             float32 x1y1x2y2 in resized pixels, `masks` (n, new_height, new_width) bool and `image_id` — what
             `MaskRCNNForInstanceSegmentation(..., labels=...)` takes — and `flipped` (batch_size,) bool.
+            With `keep_score_threshold`, also `keep_score_threshold` (a float64 scalar tensor).
         """
+        keep_score_threshold = _checked_score_threshold(keep_score_threshold, "keep_score_threshold")
         settings = self._settings_with_overrides(kwargs)
         image_list = self._as_image_list(images)
         if annotations is not None:
@@ -663,6 +683,8 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             "original_sizes": torch.tensor(original_sizes, dtype=torch.int64),
             "scale_factors": torch.tensor(scale_factors, dtype=torch.float64),
         }
+        if keep_score_threshold is not None:  # float64, so that the model reads back exactly the number given
+            data["keep_score_threshold"] = torch.tensor(keep_score_threshold, dtype=torch.float64)
         if annotations is not None:
             data["flipped"] = torch.tensor(flipped, dtype=torch.bool)
             batch = BatchFeature(data=data, tensor_type=return_tensors)
@@ -843,10 +865,22 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         return order, boxes[order], scores[order], labels[order].to(torch.int64)
 
     @staticmethod
-    def _batch_size(outputs: Any) -> int:
+    def _batch_size(outputs: Any, threshold: float) -> int:
+        """Number of images in `outputs`; ValueError when fields are missing or when the model kept fewer
+        detections (`keep_score_threshold`) than `threshold` asks for."""
         for name in ("pred_boxes", "scores", "labels"):
             if _output_field(outputs, name) is None:
                 raise ValueError(f"The model outputs have no {name!r}; cannot post-process them.")
+        kept_from = _output_field(outputs, "keep_score_threshold")
+        if kept_from is not None:
+            # compared as the scores are (float32): 0.3 and 0.30000001 select the same detections
+            score_dtype = _output_field(outputs, "scores")[0].dtype if len(_output_field(outputs, "scores")) \
+                else torch.float32
+            if torch.tensor(float(threshold), dtype=score_dtype) < torch.tensor(float(kept_from), dtype=score_dtype):
+                raise ValueError(
+                    f"These outputs hold only the detections with score >= {float(kept_from):g} (the model ran with "
+                    f"keep_score_threshold={float(kept_from):g}), so post-processing with threshold={threshold:g} "
+                    "would silently miss detections; run the model with keep_score_threshold <= threshold (or None).")
         return len(_output_field(outputs, "pred_boxes"))
 
     def post_process_object_detection(self, outputs: Any, threshold: float = 0.5,
@@ -863,7 +897,8 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
             one dict per image: `scores` (N,) float32, `labels` (N,) int64, `boxes` (N, 4) float32 x1, y1, x2, y2
             (not clipped, as in MMDetection), by descending score.
         """
-        batch_size = self._batch_size(outputs)
+        threshold = _checked_score_threshold(threshold, "threshold", allow_none=False)
+        batch_size = self._batch_size(outputs, threshold)
         plan = self._rescale_plan(outputs, batch_size, target_sizes)
         results = []
         for index, (_, _, width_scale, height_scale) in enumerate(plan):
@@ -902,7 +937,8 @@ class MaskRCNNImageProcessor(BaseImageProcessor):
         if return_rle and not return_binary_maps:
             raise ValueError("return_rle=True encodes the per-instance binary masks; it cannot be combined with "
                              "return_binary_maps=False.")
-        batch_size = self._batch_size(outputs)
+        threshold = _checked_score_threshold(threshold, "threshold", allow_none=False)
+        batch_size = self._batch_size(outputs, threshold)
         all_mask_probs = _output_field(outputs, "mask_probs")
         if all_mask_probs is None:
             raise ValueError("The model outputs have no 'mask_probs'; use post_process_object_detection instead.")

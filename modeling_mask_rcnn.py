@@ -16,11 +16,15 @@ indices are 0..num_labels-1 with the background column last in the box classifie
 
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
 import json
+import math
+import numbers
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -107,6 +111,9 @@ class MaskRCNNInstanceSegmentationOutput(ModelOutput):
             `(width_scale, height_scale)` = resized / original size per axis, passed through from the processor.
         hidden_states (`tuple[torch.FloatTensor]`, *optional*, returned when `output_hidden_states=True`):
             FPN feature maps P2..P6, each of shape `(batch_size, fpn_out_channels, height / stride, width / stride)`.
+        keep_score_threshold (`float`, *optional*):
+            The `keep_score_threshold` the forward pass ran with: the detections above hold only those with
+            `score >= keep_score_threshold` (None: all of them). Post-processing refuses a lower threshold.
     """
 
     loss: Optional[torch.Tensor] = None
@@ -121,6 +128,7 @@ class MaskRCNNInstanceSegmentationOutput(ModelOutput):
     original_sizes: Optional[torch.Tensor] = None
     scale_factors: Optional[torch.Tensor] = None
     hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
+    keep_score_threshold: Optional[float] = None
 
 
 # ================================================================================================================
@@ -394,8 +402,17 @@ class MaskRCNNFeaturePyramid(nn.Module):
             laterals[level - 1] = laterals[level - 1] + upsampled
         pyramid = [conv(lateral) for conv, lateral in zip(self.output_convs, laterals)]
         for _ in range(self.num_extra_levels):
-            pyramid.append(F.max_pool2d(pyramid[-1], kernel_size=1, stride=2))
+            # MMDetection's max_pool2d(kernel_size=1, stride=2) picks every other pixel: the same values as a
+            # strided slice, without the pooling kernel's index bookkeeping
+            coarsest = pyramid[-1]
+            layout = torch.channels_last if _is_channels_last(coarsest) else torch.contiguous_format
+            pyramid.append(coarsest[:, :, ::2, ::2].contiguous(memory_format=layout))
         return pyramid
+
+
+def _is_channels_last(tensor: torch.Tensor) -> bool:
+    """True for a 4-D tensor laid out channels-last (and not also plain contiguous, as 1-channel maps are)."""
+    return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
 
 
 # ================================================================================================================
@@ -433,6 +450,32 @@ def make_grid_anchors(cell_anchors: torch.Tensor, feature_size: Tuple[int, int],
     return (cell_anchors[None, :, :] + shifts[:, None, :]).view(-1, 4)
 
 
+ANCHOR_CACHE_SIZE = 16  # input sizes whose anchors are kept (~4 MiB each for an 800x1344 input)
+
+
+@functools.lru_cache(maxsize=ANCHOR_CACHE_SIZE)
+def cached_level_anchors(
+    feature_sizes: Tuple[Tuple[int, int], ...],
+    strides: Tuple[int, ...],
+    scales: Tuple[float, ...],
+    ratios: Tuple[float, ...],
+    device: torch.device,
+) -> Tuple[torch.Tensor, ...]:
+    """Grid anchors of every level for one input size, `(height_l * width_l * num_anchors, 4)` float32 each.
+
+    They depend only on the feature-map sizes, so they are made once per input size and kept for the
+    `ANCHOR_CACHE_SIZE` most recently used sizes (`functools.lru_cache`: bounded, safe to call from several threads;
+    two threads missing at once both build the same values). Made outside inference mode so that the cached
+    tensors can be used by callers in any autograd mode; callers must not modify them in place.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        anchors = []
+        for feature_size, stride in zip(feature_sizes, strides):
+            cell_anchors = make_cell_anchors(stride, scales, ratios).to(device=device, dtype=torch.float32)
+            anchors.append(make_grid_anchors(cell_anchors, feature_size, stride))
+        return tuple(anchors)
+
+
 class MaskRCNNRpnHead(nn.Module):
     """Shared 3x3 conv + ReLU, then 1x1 objectness and 1x1 box-delta convolutions, applied to every level.
 
@@ -451,7 +494,7 @@ class MaskRCNNRpnHead(nn.Module):
     def forward(self, pyramid: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         objectness, deltas = [], []
         for feature in pyramid:
-            hidden = F.relu(self.conv(feature))
+            hidden = F.relu_(self.conv(feature))  # in place: the convolution's output is a fresh tensor
             objectness.append(self.objectness_logits(hidden))
             deltas.append(self.box_deltas(hidden))
         return objectness, deltas
@@ -613,7 +656,8 @@ class MaskRCNNMultiLevelRoIAlign(nn.Module):
         features = pyramid[: len(self.featmap_strides)]
         model_dtype = output_dtype or features[0].dtype
         rois = rois.float()
-        roi_features = features[0].new_zeros(
+        # every RoI is mapped to one level below, so every row is written: no zero fill needed
+        roi_features = features[0].new_empty(
             rois.shape[0], self.out_channels, self.output_size, self.output_size, dtype=model_dtype
         )
         levels = map_rois_to_levels(rois, self.finest_scale, len(features))
@@ -661,8 +705,8 @@ class MaskRCNNBoxHead(nn.Module):
 
     def forward(self, roi_features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         hidden = roi_features.flatten(1)
-        hidden = F.relu(self.fc1(hidden))
-        hidden = F.relu(self.fc2(hidden))
+        hidden = F.relu_(self.fc1(hidden))  # in place: each layer's output is a fresh tensor
+        hidden = F.relu_(self.fc2(hidden))
         return self.class_logits(hidden), self.box_deltas(hidden)
 
 
@@ -708,6 +752,44 @@ def select_detections(
 
 
 # ================================================================================================================
+# Detections the caller keeps
+# ================================================================================================================
+
+
+def checked_keep_score_threshold(threshold: Optional[Union[float, torch.Tensor]]) -> Optional[float]:
+    """`keep_score_threshold` as a Python float (None stays None); a one-element tensor is accepted (it arrives so
+    from an image processor's `BatchFeature`). ValueError for anything that is not one finite real number."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, torch.Tensor):
+        if threshold.numel() != 1 or threshold.is_complex() or threshold.dtype == torch.bool:
+            raise ValueError(f"keep_score_threshold must be one real number, got a tensor of shape "
+                             f"{tuple(threshold.shape)} and dtype {threshold.dtype}.")
+        threshold = threshold.item()
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
+        raise ValueError(f"keep_score_threshold must be a finite number (a score between 0 and 1) or None, got "
+                         f"{threshold!r}.")
+    return float(threshold)
+
+
+def keep_confident_detections(
+    boxes: List[torch.Tensor], scores: List[torch.Tensor], labels: List[torch.Tensor], threshold: float
+) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+    """Per image, the detections with `score >= threshold`, in their order (best first).
+
+    Args:
+        boxes: per image `(num_detections_i, 4)`; scores: per image `(num_detections_i,)`; labels: likewise.
+
+    Returns:
+        The same three lists, each image's tensors restricted to its kept detections `(num_kept_i, ...)`.
+    """
+    kept = [(image_scores >= threshold).nonzero(as_tuple=False).squeeze(1) for image_scores in scores]
+    return ([image_boxes[index] for image_boxes, index in zip(boxes, kept)],
+            [image_scores[index] for image_scores, index in zip(scores, kept)],
+            [image_labels[index] for image_labels, index in zip(labels, kept)])
+
+
+# ================================================================================================================
 # RoI mask head
 # ================================================================================================================
 
@@ -731,9 +813,68 @@ class MaskRCNNMaskHead(nn.Module):
     def forward(self, roi_features: torch.Tensor) -> torch.Tensor:
         hidden = roi_features
         for conv in self.convs:
-            hidden = F.relu(conv(hidden))
-        hidden = F.relu(self.upsample(hidden))
+            hidden = F.relu_(conv(hidden))  # in place: each convolution's output is a fresh tensor
+        hidden = F.relu_(self.upsample(hidden))
         return self.mask_logits(hidden)
+
+
+# ================================================================================================================
+# Reduced precision on CPUs without native support
+# ================================================================================================================
+
+# CPU flags (Linux /proc/cpuinfo names) with which oneDNN runs each reduced dtype natively; without any of them
+# PyTorch emulates the dtype in float32 arithmetic plus conversions, several times slower than float32 itself
+NATIVE_CPU_FEATURES = {
+    torch.bfloat16: ("avx512_bf16", "amx_bf16"),
+    torch.float16: ("avx512_fp16", "amx_fp16"),
+}
+_REDUCED_PRECISION_WARNED: set = set()
+_REDUCED_PRECISION_WARNED_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_feature_flags() -> Optional[frozenset]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux x86), or None where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
+def missing_native_cpu_support(dtype: torch.dtype) -> Optional[Tuple[str, ...]]:
+    """The CPU features of which none is present for `dtype` to run natively (e.g. `("avx512_bf16", "amx_bf16")`
+    on an AVX2-only CPU), or None when the CPU has one of them, the dtype needs none, or the flags are unknown."""
+    features = NATIVE_CPU_FEATURES.get(dtype)
+    flags = cpu_feature_flags()
+    if features is None or flags is None or any(feature in flags for feature in features):
+        return None
+    return features
+
+
+def warn_if_reduced_precision_is_emulated(dtype: torch.dtype, device: torch.device) -> None:
+    """Warn once per process and dtype when a CPU model runs in a dtype the CPU has no native support for."""
+    if device.type != "cpu":
+        return
+    missing = missing_native_cpu_support(dtype)
+    if missing is None:
+        return
+    with _REDUCED_PRECISION_WARNED_LOCK:
+        if dtype in _REDUCED_PRECISION_WARNED:
+            return
+        _REDUCED_PRECISION_WARNED.add(dtype)
+    name = str(dtype).replace("torch.", "")
+    warnings.warn(
+        f"Mask R-CNN runs in {name} on a CPU without native {name} support (its flags have none of "
+        f"{', '.join(missing)}): PyTorch emulates {name} there, which is several times SLOWER than float32. Load the "
+        "model in float32 (optionally with fuse_batch_norms=True for speed) on this machine, or use a CPU with "
+        f"{' or '.join(missing)}, or a GPU.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 # ================================================================================================================
@@ -924,13 +1065,13 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
 
     # -------------------------------------------------------------------------------------------- stages
     def compute_anchors(self, pyramid: List[torch.Tensor]) -> List[torch.Tensor]:
-        """Grid anchors of every level, `(height_l * width_l * num_anchors, 4)`, float32 on the features' device."""
-        anchors = []
-        for feature, stride in zip(pyramid, self.config.anchor_strides):
-            cell_anchors = make_cell_anchors(stride, self.config.anchor_scales, self.config.anchor_ratios)
-            cell_anchors = cell_anchors.to(device=feature.device, dtype=torch.float32)
-            anchors.append(make_grid_anchors(cell_anchors, tuple(feature.shape[-2:]), stride))
-        return anchors
+        """Grid anchors of every level, `(height_l * width_l * num_anchors, 4)`, float32 on the features' device
+        (cached per input size by `cached_level_anchors`; read-only)."""
+        config = self.config
+        feature_sizes = tuple((int(level.shape[-2]), int(level.shape[-1])) for level in pyramid)
+        strides = tuple(int(stride) for stride in config.anchor_strides[: len(pyramid)])
+        return list(cached_level_anchors(feature_sizes, strides, tuple(float(scale) for scale in config.anchor_scales),
+                                         tuple(float(ratio) for ratio in config.anchor_ratios), pyramid[0].device))
 
     def propose(self, pyramid: List[torch.Tensor], image_sizes: List[Tuple[int, int]]) -> Tuple[List, List]:
         """RPN: proposals `(num_proposals_i, 4)` and their objectness `(num_proposals_i,)` for each image."""
@@ -1117,6 +1258,7 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         scale_factors: Optional[torch.Tensor] = None,
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
+        keep_score_threshold: Optional[Union[float, torch.Tensor]] = None,
         **kwargs,
     ) -> Union[MaskRCNNInstanceSegmentationOutput, Tuple]:
         r"""
@@ -1140,6 +1282,14 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
                 Also return the FPN feature maps.
             return_dict (`bool`, *optional*):
                 Return a [`MaskRCNNInstanceSegmentationOutput`] (default) instead of a tuple.
+            keep_score_threshold (`float`, *optional*):
+                Return only detections with `score >= keep_score_threshold`, and run RoIAlign and the mask head
+                for those alone: pass the threshold you will post-process with (e.g. 0.5) to skip the mask work for
+                every detection you would throw away (the mask head costs about 1 GFLOP per detection, up to
+                `max_detections_per_image` of them). The detections kept are bit for bit those of the full
+                computation (boxes, scores, labels, mask probabilities): each detection's mask is computed on its
+                own. None (default): all detections with `score > config.score_threshold`, as MMDetection returns
+                them. The image processor's `keep_score_threshold` argument passes it along with the inputs.
         """
         labels = kwargs.pop("labels", None)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
@@ -1152,6 +1302,7 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
                 f"{tuple(pixel_values.shape)}; use MaskRCNNImageProcessor to prepare images."
             )
         batch_size = pixel_values.shape[0]
+        keep_score_threshold = checked_keep_score_threshold(keep_score_threshold)
         if image_sizes is None:
             image_sizes = torch.tensor([pixel_values.shape[-2:]] * batch_size, dtype=torch.long)
         sizes = [(int(height), int(width)) for height, width in image_sizes.tolist()]
@@ -1168,6 +1319,8 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
             loss = sum(value for name, value in loss_dict.items() if name.startswith("loss"))
             output = MaskRCNNInstanceSegmentationOutput(loss=loss, loss_dict=loss_dict, image_sizes=image_sizes)
             return output if return_dict else output.to_tuple()
+        # the dtype the convolutions run in: the model's, or autocast's (segment.py --dtype, user code)
+        warn_if_reduced_precision_is_emulated(autocast_dtype_on(self.device.type) or self.dtype, self.device)
         pixel_values = pixel_values.to(self.dtype)
         fuse = self.config.fuse_batch_norms and not exact
         if fuse:
@@ -1182,7 +1335,9 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
         hidden_states = tuple(pyramid) if output_hidden_states else None
         del pyramid  # where roi_levels are copies (fused, bf16/fp16), the originals are no longer needed
         boxes, scores, labels = self.detect(roi_levels, proposal_boxes, sizes)
-        # 4. mask head on the detections
+        # 4. only the detections the caller keeps, then the mask head on them
+        if keep_score_threshold is not None:
+            boxes, scores, labels = keep_confident_detections(boxes, scores, labels, keep_score_threshold)
         mask_probs = self.segment(roi_levels, boxes, labels, channels_last=fuse)
         del roi_levels
 
@@ -1197,5 +1352,6 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
             original_sizes=original_sizes,
             scale_factors=scale_factors,
             hidden_states=hidden_states,
+            keep_score_threshold=keep_score_threshold,
         )
         return output if return_dict else output.to_tuple()

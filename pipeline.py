@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import importlib
 import io
 import logging
@@ -144,6 +145,9 @@ def _as_size_tuple(value: Any) -> tuple:
     return tuple(values)
 
 
+DEFAULT_THRESHOLD = 0.5  # the pipelines' score threshold when the call gives none (model and post-processing)
+
+
 class MaskRCNNPipelineBase(Pipeline):
     """Shared pre-processing, batched forward and result formatting of the two Mask R-CNN pipelines.
 
@@ -175,7 +179,9 @@ class MaskRCNNPipelineBase(Pipeline):
                 raise ValueError(f"errors must be 'raise' (the default) or 'return', got {errors!r}.")
             preprocess_kwargs["errors"] = forward_kwargs["errors"] = errors
         if threshold is not None:
-            postprocess_kwargs["threshold"] = checked_fraction("threshold", threshold)
+            # the model computes masks only for the detections this threshold keeps (bit for bit the same ones)
+            postprocess_kwargs["threshold"] = forward_kwargs["keep_score_threshold"] = checked_fraction(
+                "threshold", threshold)
         postprocess_kwargs.update(self._sanitize_task_parameters(**kwargs))
         return preprocess_kwargs, forward_kwargs, postprocess_kwargs
 
@@ -190,7 +196,8 @@ class MaskRCNNPipelineBase(Pipeline):
         Args:
             inputs: path, http(s) URL, base64 string, bytes, PIL image, numpy array or tensor, or a list of them.
                 `images=` is accepted as an alias.
-            threshold (`float`, defaults to 0.5): keep detections with `score >= threshold`.
+            threshold (`float`, defaults to 0.5): keep detections with `score >= threshold`; the model runs RoIAlign
+                and the mask head only for those (`keep_score_threshold`; the kept results are bit for bit the same).
             timeout (`float`, *optional*): seconds to wait for URL downloads.
             batch_size (`int`, *optional*): images per forward pass (images are padded together).
             errors (`str`, defaults to `"raise"`): `"return"` gives `{"error": "<exception class>: <message>"}` in
@@ -231,23 +238,28 @@ class MaskRCNNPipelineBase(Pipeline):
             }]
         }
 
-    def _forward(self, model_inputs, errors="raise"):
+    def _forward(self, model_inputs, errors="raise", keep_score_threshold=DEFAULT_THRESHOLD):
+        detect = functools.partial(self._detect, keep_score_threshold=keep_score_threshold)
         per_image: List[Dict[str, Any]] = []
         for entry in model_inputs["images"]:  # [feature] with batch_size=1, [[feature], [feature], ...] otherwise
             per_image.extend(entry if isinstance(entry, list) else [entry])
         readable = [item for item in per_image if "error" not in item]  # failed inputs exist with errors="return"
         if errors == "return":  # a failed batch is retried image by image; the others keep their results
-            outcomes = run_with_per_image_fallback(readable, self._detect)
+            outcomes = run_with_per_image_fallback(readable, detect)
             outcomes = [{"error": describe_failure(outcome)} if isinstance(outcome, BaseException) else outcome
                         for outcome in outcomes]
         else:
-            outcomes = self._detect(readable) if readable else []
+            outcomes = detect(readable) if readable else []
         detections = dict(zip(map(id, readable), outcomes))
         # First key is a list: the pipeline's un-batching hands each image its own dict.
         return {"detections": [item if "error" in item else detections[id(item)] for item in per_image]}
 
-    def _detect(self, per_image: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    def _detect(self, per_image: List[Dict[str, Any]],
+                keep_score_threshold: Optional[float] = DEFAULT_THRESHOLD) -> List[Dict[str, Any]]:
         """One padded forward pass over preprocessed images -> per image detections and sizes (CPU tensors).
+
+        Only the detections with `score >= keep_score_threshold` (the call's `threshold`) are computed to the end:
+        RoIAlign and the mask head skip the others (the model's `keep_score_threshold`).
 
         The images are padded together by the image processor's own `pad`, so a batch equals the processor's
         padding of the same list of images.
@@ -255,7 +267,7 @@ class MaskRCNNPipelineBase(Pipeline):
         pixel_values = self.image_processor.pad([item["pixel_values"] for item in per_image])
         image_sizes = torch.tensor([item["image_size"] for item in per_image], dtype=torch.int64)
         outputs = self.model(pixel_values=pixel_values.to(device=self.device, dtype=self.model.dtype),
-                             image_sizes=image_sizes)
+                             image_sizes=image_sizes, keep_score_threshold=keep_score_threshold)
         results = []
         for index, item in enumerate(per_image):
             results.append({
@@ -266,6 +278,7 @@ class MaskRCNNPipelineBase(Pipeline):
                 "image_size": item["image_size"],
                 "original_size": item["original_size"],
                 "scale_factor": item["scale_factor"],
+                "keep_score_threshold": keep_score_threshold,
             })
         return results
 
@@ -283,6 +296,8 @@ class MaskRCNNPipelineBase(Pipeline):
             "image_sizes": torch.tensor([detections["image_size"]], dtype=torch.int64),
             "original_sizes": torch.tensor([detections["original_size"]], dtype=torch.int64),
             "scale_factors": torch.tensor([detections["scale_factor"]], dtype=torch.float64),
+            # lets post-processing refuse a threshold below the one the masks were computed for
+            "keep_score_threshold": detections.get("keep_score_threshold"),
         }
         result = self._post_process(outputs, **postprocess_kwargs)
         annotations = []
@@ -356,7 +371,7 @@ class MaskRCNNSegmentationPipeline(MaskRCNNPipelineBase):
         return {"mask_threshold": checked_fraction("mask_threshold", mask_threshold)} \
             if mask_threshold is not None else {}
 
-    def _post_process(self, outputs, threshold=0.5, mask_threshold=0.5):
+    def _post_process(self, outputs, threshold=DEFAULT_THRESHOLD, mask_threshold=0.5):
         return self.image_processor.post_process_instance_segmentation(
             outputs, threshold=threshold, mask_threshold=mask_threshold)[0]
 
@@ -369,7 +384,7 @@ class MaskRCNNDetectionPipeline(MaskRCNNPipelineBase):
     """Object detection: `[{"score", "label", "box": {"xmin", "ymin", "xmax", "ymax"}}]` per image, like
     transformers' built-in object-detection pipeline. Call arguments: `threshold` (0.5), `timeout`, `batch_size`."""
 
-    def _post_process(self, outputs, threshold=0.5):
+    def _post_process(self, outputs, threshold=DEFAULT_THRESHOLD):
         return self.image_processor.post_process_object_detection(outputs, threshold=threshold)[0]
 
 

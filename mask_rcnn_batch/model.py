@@ -98,6 +98,7 @@ def _image_outputs(outputs: Any, index: int) -> Dict[str, Any]:
     for name in ("image_sizes", "original_sizes", "scale_factors"):
         value = getattr(outputs, name, None)
         single[name] = None if value is None else value[index:index + 1]
+    single["keep_score_threshold"] = getattr(outputs, "keep_score_threshold", None)
     return single
 
 
@@ -108,7 +109,8 @@ def predict_images(model: Any, processor: Any, images: Sequence[Any], threshold:
     Args:
         model: a model from `load_model_and_processor` (its precision is already set; inputs follow its dtype).
         images: anything `MaskRCNNImageProcessor` accepts (PIL images, paths, arrays), all in one forward pass.
-        threshold, mask_threshold: as in `post_process_instance_segmentation` (`score >= threshold`).
+        threshold, mask_threshold: as in `post_process_instance_segmentation` (`score >= threshold`). The model
+            gets `threshold` as its `keep_score_threshold`: masks are computed only for the detections kept.
 
     Yields:
         per image, in input order, `{"boxes", "scores", "labels", "masks" (N, H, W) bool}` on the CPU, in original
@@ -120,7 +122,7 @@ def predict_images(model: Any, processor: Any, images: Sequence[Any], threshold:
               for name, value in inputs.items()}
     inputs["pixel_values"] = inputs["pixel_values"].to(parameter.dtype)
     with torch.inference_mode():
-        outputs = model(**inputs)
+        outputs = model(**inputs, keep_score_threshold=threshold)
         for index in range(len(images)):
             result = processor.post_process_instance_segmentation(
                 _image_outputs(outputs, index), threshold=threshold, mask_threshold=mask_threshold)[0]

@@ -50,9 +50,10 @@ def detector(loaded):
 
 @pytest.fixture(scope="module")
 def photo_forward(segmenter):
-    """One forward pass on the photo, as `_forward` returns it (batch_size=1 form: a one-element list)."""
+    """One forward pass on the photo, as `_forward` returns it (batch_size=1 form: a one-element list), with every
+    detection's mask computed (keep_score_threshold=0), so that the tests can post-process it at any threshold."""
     with torch.no_grad():
-        return segmenter.forward(segmenter.preprocess(str(PHOTO)))
+        return segmenter.forward(segmenter.preprocess(str(PHOTO)), keep_score_threshold=0.0)
 
 
 def by_hand(processor, model, images, threshold=0.5):
@@ -344,3 +345,31 @@ def test_numerics_reaches_the_model_through_pipeline_model_kwargs(loaded, tmp_pa
                          model_kwargs={"numerics": "exact"})
     assert segmenter.model.config.numerics == "exact"
     assert type(segmenter).__name__ == "MaskRCNNSegmentationPipeline"
+
+
+# ------------------------------------------------------------------------------------------------ threshold to model
+@pytest.mark.parametrize("threshold", [None, "median", 1.0], ids=["default-0.5", "median-score", "keeps-nothing"])
+def test_threshold_reaches_the_model_which_computes_masks_only_for_kept_detections(segmenter, loaded, threshold):
+    """The mask head sees exactly the detections the call keeps, and the results equal post-processing of the full
+    computation at that threshold."""
+    _, model, processor = loaded
+    with torch.no_grad():
+        scores = model(**processor(str(PHOTO), return_tensors="pt")).scores[0]
+    value = {None: 0.5, "median": float(scores.median()), 1.0: 1.0}[threshold]
+    kept = int((scores >= value).sum())
+    assert threshold == 1.0 or 0 < kept < scores.numel()
+    mask_head_rois = []
+    hook = model.mask_head.register_forward_hook(lambda module, args, output: mask_head_rois.append(args[0].shape[0]))
+    try:
+        instances = segmenter(str(PHOTO)) if threshold is None else segmenter(str(PHOTO), threshold=value)
+    finally:
+        hook.remove()
+    assert mask_head_rois == ([kept] if kept else [])  # no RoIAlign or mask head at all when nothing is kept
+    assert_same(instances, by_hand(processor, model, [str(PHOTO)], threshold=value)[0])
+
+
+def test_stages_run_by_hand_refuse_a_threshold_below_the_models(segmenter):
+    forwarded = segmenter.forward(segmenter.preprocess(str(PHOTO)), keep_score_threshold=0.6)
+    with pytest.raises(ValueError, match="keep_score_threshold=0.6"):
+        segmenter.postprocess(forwarded, threshold=0.5)
+    assert all(item["score"] >= 0.6 for item in segmenter.postprocess(forwarded, threshold=0.6))

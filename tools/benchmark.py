@@ -1,20 +1,27 @@
 # Copyright 2026 The Mask R-CNN Hub port authors. Apache-2.0.
-"""End-to-end Mask R-CNN latency and memory: this model vs torchvision vs MMDetection, same machine, same run.
+"""End-to-end Mask R-CNN latency, throughput and memory: this model vs torchvision vs MMDetection, one run.
 
-    python tools/benchmark.py [--image PATH] [--runs 5] [--threads N]
+    python tools/benchmark.py [--images PATH ...] [--runs 3] [--settings ten,0.5] [--batch-sizes-cpu 1,2,4]
 
-* this model: synthetic R50-FPN weights (tests/fixtures) that yield ~100 real detections: the default (float32
-  results identical to MMDetection), with `fuse_batch_norms=True`, and bfloat16 (fused) when the CPU has native
-  bf16 support (or --bf16 forces it);
+* this model: synthetic R50-FPN weights (tests/fixtures) that yield ~100 real detections per photo: the default
+  (float32 results identical to MMDetection) and `fuse_batch_norms=True` (plus bfloat16 with --bf16); the caller's
+  threshold reaches the model (`keep_score_threshold`), so masks are computed only for the detections kept;
 * torchvision `maskrcnn_resnet50_fpn` (frozen BN as with pretrained weights) carrying the SAME synthetic
-  weights (classes moved to torchvision's background-first 91-class layout), 1000 proposals, 100 detections;
-* MMDetection 3.3.0 (`inference_detector`) when importable — run this script with the reference venv's python
-  (tools/setup_mmdet_reference.sh, plus `pip install transformers`) to include it.
+  weights (classes moved to torchvision's background-first 91-class layout), 1000 proposals, 100 detections, and
+  masks for all of them (as it always computes them);
+* MMDetection 3.3.0 (`inference_detector`, masks for all detections) when importable — run this script with the
+  reference venv's python (tools/setup_mmdet_reference.sh, plus `pip install transformers`) to include it.
 
-Latency is split into preprocess / model / post-process where the framework allows it; runs are interleaved
-(A B C A B C ...) after a warm-up and the median is reported, with ratios against each peer. Peak memory is the
-peak resident-set growth over a loaded model, sampled every 2 ms, each contender in a fresh subprocess.
-`--paste-memory` adds the post-processing memory check on a 4000x3000 canvas.
+Latency: end to end (preprocess, model, post-process at the caller's threshold) on real photos (default:
+samples/ and tests/fixtures/images, resized to the 1333x800 scale by each framework), for each caller setting:
+"ten" keeps about ten detections per photo (with synthetic weights the scores are not a trained model's, so the
+threshold is each photo's 10th best score in our default run), a number (e.g. 0.5) is that threshold, "all" keeps
+every detection. Runs are interleaved (A B C A B C ...) after a warm-up; per photo the median over runs, then the
+mean over photos, with ratios against each peer. The peers compute every mask whatever the threshold, so one run of
+theirs serves every setting. Throughput: images/s over batches of 1, 2, 4 mixed-size photos (zero-padded together
+by each framework), ours at 0.5 against torchvision. Peak memory is the peak resident-set growth over a loaded
+model, sampled every 2 ms, each contender in a fresh subprocess. `--paste-memory` adds the post-processing memory
+check on a 4000x3000 canvas.
 """
 
 from __future__ import annotations
@@ -107,25 +114,27 @@ def build_our_model(numerics: str = "fast", dtype: torch.dtype = torch.float32, 
 
 
 class OurModel:
-    """This repository's model + image processor."""
+    """This repository's model + image processor; the caller's threshold reaches the model."""
+
+    computes_masks_for_all = False
 
     def __init__(self, numerics: str = "fast", dtype: torch.dtype = torch.float32, fuse: bool = False) -> None:
         self.name = f"ours ({numerics}{'+fused BN' if fuse else ''}, {str(dtype).replace('torch.', '')})"
         self.model, self.processor = build_our_model(numerics, dtype, fuse)
 
-    def preprocess(self, image: Image.Image):
-        return self.processor(images=image, return_tensors="pt")
+    def preprocess(self, image, threshold: Optional[float] = None):
+        return self.processor(images=image, return_tensors="pt", keep_score_threshold=threshold)
 
     def forward(self, inputs):
         with torch.inference_mode():
             return self.model(**inputs)
 
-    def postprocess(self, outputs):
-        return self.processor.post_process_instance_segmentation(outputs, threshold=0.0)[0]
+    def postprocess(self, outputs, threshold: Optional[float] = None):
+        return self.processor.post_process_instance_segmentation(outputs, threshold=threshold or 0.0)
 
     @staticmethod
-    def count(result) -> int:
-        return int(result["scores"].numel())
+    def scores(results) -> List[torch.Tensor]:
+        return [result["scores"] for result in results]
 
 
 def torchvision_state_dict_from_synthetic() -> Dict[str, torch.Tensor]:
@@ -192,13 +201,16 @@ class TorchvisionModel:
         if unexpected or missing:
             raise RuntimeError(f"torchvision weight mapping is incomplete: missing {missing}, unexpected {unexpected}")
 
-    def preprocess(self, image: Image.Image):
+    computes_masks_for_all = True
+
+    def preprocess(self, images, threshold: Optional[float] = None):
         import torchvision.transforms.functional as TF
 
-        tensor = TF.pil_to_tensor(image.convert("RGB")).float().div_(255)
+        batch = images if isinstance(images, list) else [images]
+        tensors = [TF.pil_to_tensor(image.convert("RGB")).float().div_(255) for image in batch]
         with torch.inference_mode():
-            images, _ = self.model.transform([tensor])
-        return {"tensor": tensor, "images": images, "original_size": tensor.shape[-2:]}
+            transformed, _ = self.model.transform(tensors)
+        return {"images": transformed, "original_sizes": [tuple(tensor.shape[-2:]) for tensor in tensors]}
 
     def forward(self, inputs):
         model = self.model
@@ -207,19 +219,24 @@ class TorchvisionModel:
             features = model.backbone(images.tensors)
             proposals, _ = model.rpn(images, features)
             detections, _ = model.roi_heads(features, proposals, images.image_sizes)
-        return {"detections": detections, "image_sizes": images.image_sizes, "original_size": inputs["original_size"]}
+        return {"detections": detections, "image_sizes": images.image_sizes, "original_sizes": inputs["original_sizes"]}
 
-    def postprocess(self, outputs):
+    def postprocess(self, outputs, threshold: Optional[float] = None):
+        """torchvision pastes every detection's mask; the caller then keeps those with score >= threshold."""
         with torch.inference_mode():
-            result = self.model.transform.postprocess(
-                outputs["detections"], outputs["image_sizes"], [tuple(outputs["original_size"])]
-            )[0]
-        result["masks"] = result["masks"][:, 0] >= 0.5
-        return result
+            results = self.model.transform.postprocess(
+                outputs["detections"], outputs["image_sizes"], outputs["original_sizes"])
+        for result in results:
+            result["masks"] = result["masks"][:, 0] >= 0.5
+            if threshold is not None:
+                keep = result["scores"] >= threshold
+                for key in ("boxes", "scores", "labels", "masks"):
+                    result[key] = result[key][keep]
+        return results
 
     @staticmethod
-    def count(result) -> int:
-        return int(result["scores"].numel())
+    def scores(results) -> List[torch.Tensor]:
+        return [result["scores"] for result in results]
 
 
 class MMDetectionModel:
@@ -246,7 +263,9 @@ class MMDetectionModel:
         pipeline_config[0] = dict(type="mmdet.LoadImageFromNDArray")
         self.pipeline = Compose(pipeline_config)
 
-    def preprocess(self, image: Image.Image):
+    computes_masks_for_all = True
+
+    def preprocess(self, image: Image.Image, threshold: Optional[float] = None):
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
         data = self._collate([self.pipeline(dict(img=bgr, img_id=0))])
         with torch.no_grad():
@@ -256,12 +275,13 @@ class MMDetectionModel:
         with torch.no_grad():  # MMDetection's predict includes box rescaling and mask pasting
             return self.model(**inputs, mode="predict")
 
-    def postprocess(self, outputs):
-        return outputs[0].pred_instances
+    def postprocess(self, outputs, threshold: Optional[float] = None):
+        instances = outputs[0].pred_instances
+        return [instances[instances.scores >= threshold] if threshold is not None else instances]
 
     @staticmethod
-    def count(result) -> int:
-        return int(len(result))
+    def scores(results) -> List[torch.Tensor]:
+        return [result.scores for result in results]
 
 
 def make_contenders(include_bf16: bool, peers: List[str]) -> List[object]:
@@ -279,26 +299,124 @@ def make_contenders(include_bf16: bool, peers: List[str]) -> List[object]:
 
 
 # ------------------------------------------------------------------------------------------------ runs
-def run_once(contender, image: Image.Image) -> Dict[str, float]:
-    inputs, preprocess_s = timed(contender.preprocess, image)
+def run_once(contender, image, threshold: Optional[float] = None) -> Dict[str, object]:
+    """One end-to-end pass; `threshold` is the caller's (None: keep everything)."""
+    inputs, preprocess_s = timed(contender.preprocess, image, threshold)
     outputs, model_s = timed(contender.forward, inputs)
-    result, postprocess_s = timed(contender.postprocess, outputs)
+    results, postprocess_s = timed(contender.postprocess, outputs, threshold)
     return {"preprocess": preprocess_s, "model": model_s, "postprocess": postprocess_s,
-            "total": preprocess_s + model_s + postprocess_s, "detections": contender.count(result)}
+            "total": preprocess_s + model_s + postprocess_s, "scores": contender.scores(results)}
 
 
-def latency_table(contenders: List[object], image: Image.Image, runs: int, warmup: int) -> Dict[str, dict]:
+def setting_thresholds(setting: str, reference_scores: torch.Tensor) -> Optional[float]:
+    """The caller's threshold for one photo: "ten" -> its 10th best score (all when fewer), "all" -> None, else the
+    number given."""
+    if setting == "all":
+        return None
+    if setting == "ten":
+        ranked = reference_scores.sort(descending=True).values
+        return float(ranked[min(9, ranked.numel() - 1)]) if ranked.numel() else 0.0
+    return float(setting)
+
+
+def latency_table(contenders: List[object], images: Dict[str, Image.Image], settings: List[str], runs: int,
+                  warmup: int) -> Dict[str, Dict[str, dict]]:
+    """`{setting: {contender name: {preprocess, model, postprocess, total, detections}}}`: per photo the median of
+    `runs` interleaved runs, then the mean over photos (seconds per photo; detections kept per photo)."""
+    reference = contenders[0]  # our default: it defines the "ten" thresholds
+    thresholds = {name: {setting: setting_thresholds(setting, run_once(reference, image)["scores"][0])
+                         for setting in settings} for name, image in images.items()}
+    first_image = next(iter(images.values()))
     for contender in contenders:
         for _ in range(warmup):
-            run_once(contender, image)
-    samples: Dict[str, List[Dict[str, float]]] = {contender.name: [] for contender in contenders}
+            run_once(contender, first_image)
+    samples: Dict[str, Dict[str, Dict[str, List[dict]]]] = {
+        setting: {contender.name: {name: [] for name in images} for contender in contenders} for setting in settings}
     for _ in range(runs):  # interleaved, so drifting machine load hits every contender alike
-        for contender in contenders:
-            samples[contender.name].append(run_once(contender, image))
-    return {
-        name: {key: statistics.median(run[key] for run in runs_of) for key in runs_of[0]}
-        for name, runs_of in samples.items()
-    }
+        for image_name, image in images.items():
+            for contender in contenders:
+                if contender.computes_masks_for_all:  # the threshold changes nothing in its computation
+                    row = run_once(contender, image)
+                    for setting in settings:
+                        threshold = thresholds[image_name][setting]
+                        kept = sum(int((scores >= threshold).sum()) if threshold is not None else scores.numel()
+                                   for scores in row["scores"])
+                        samples[setting][contender.name][image_name].append(dict(row, detections=kept))
+                    continue
+                for setting in settings:
+                    row = run_once(contender, image, thresholds[image_name][setting])
+                    kept = sum(scores.numel() for scores in row["scores"])
+                    samples[setting][contender.name][image_name].append(dict(row, detections=kept))
+    table: Dict[str, Dict[str, dict]] = {}
+    keys = ("preprocess", "model", "postprocess", "total", "detections")
+    for setting, per_contender in samples.items():
+        table[setting] = {}
+        for contender_name, per_image in per_contender.items():
+            medians = [{key: statistics.median(run[key] for run in image_runs) for key in keys}
+                       for image_runs in per_image.values()]
+            table[setting][contender_name] = {key: statistics.mean(median[key] for median in medians)
+                                              for key in keys}
+    return table
+
+
+def print_latency_table(table: Dict[str, Dict[str, dict]]) -> None:
+    for setting, rows in table.items():
+        label = {"ten": "keeps ~10 detections per photo (threshold = its 10th best score)",
+                 "all": "keeps every detection"}.get(setting, f"threshold {setting}")
+        print(f"\ncaller {label}; seconds per photo (mean over photos of the median over runs)")
+        peers = {name: row["total"] for name, row in rows.items() if not name.startswith("ours")}
+        header = f"{'contender':36} {'preproc s':>9} {'model s':>8} {'postproc s':>10} {'total s':>8} {'dets':>6}"
+        header += "".join(f" {'/ ' + name.split()[0]:>13}" for name in peers)
+        print(header)
+        for name, row in rows.items():
+            line = (f"{name:36} {row['preprocess']:9.3f} {row['model']:8.3f} {row['postprocess']:10.3f} "
+                    f"{row['total']:8.3f} {row['detections']:6.1f}")
+            if name.startswith("ours"):  # ratio of this row's total to each peer's: < 1 means faster
+                line += "".join(f" {row['total'] / total:13.2f}" for total in peers.values())
+            print(line)
+        ours = [name for name in rows if name.startswith("ours")]
+        for index, name in enumerate(ours):  # each of our rows against each of our float32 rows before it
+            for baseline in ours[:index]:
+                if baseline.endswith("float32)"):
+                    print(f"{name} / {baseline}: {rows[name]['total'] / rows[baseline]['total']:.2f}")
+
+
+def throughput_table(contenders: List[object], images: List[Image.Image], batch_sizes: List[int], runs: int,
+                     threshold: float) -> Dict[int, Dict[str, float]]:
+    """Images/s over all `images` in consecutive batches of each size (mixed sizes, padded together), median of
+    `runs` interleaved runs; ours with `threshold` as keep_score_threshold, peers computing every mask."""
+    def process_all(contender, batch_size: int) -> float:
+        start = time.perf_counter()
+        for first in range(0, len(images), batch_size):
+            batch = images[first:first + batch_size]
+            inputs = contender.preprocess(batch, threshold)
+            contender.postprocess(contender.forward(inputs), threshold)
+        return len(images) / (time.perf_counter() - start)
+
+    for contender in contenders:  # warm-up: lazily built caches and kernels exist before measuring
+        contender.postprocess(contender.forward(contender.preprocess(images[:1], threshold)), threshold)
+    rates: Dict[int, Dict[str, List[float]]] = {size: {c.name: [] for c in contenders} for size in batch_sizes}
+    for _ in range(runs):
+        for batch_size in batch_sizes:
+            for contender in contenders:
+                rates[batch_size][contender.name].append(process_all(contender, batch_size))
+    return {size: {name: statistics.median(values) for name, values in per.items()} for size, per in rates.items()}
+
+
+def print_throughput_table(table: Dict[int, Dict[str, float]], images: List[Image.Image], threshold: float) -> None:
+    sizes = ", ".join(f"{image.size[0]}x{image.size[1]}" for image in images)
+    print(f"\nthroughput, images/s over {len(images)} mixed-size photos ({sizes}) in batches; ours with "
+          f"keep_score_threshold={threshold}, torchvision computing every mask")
+    names = list(next(iter(table.values())))
+    peer = next((name for name in names if not name.startswith("ours")), None)
+    ratio_labels = ["our time / torchvision, " + ("fused" if "fused" in name else "default")
+                    for name in names if peer and name.startswith("ours")]
+    print(f"{'batch':>5} " + " ".join(f"{name:>36}" for name in names) + "".join(f" {label:>36}" for label in ratio_labels))
+    for size, row in table.items():
+        line = f"{size:5d} " + " ".join(f"{row[name]:36.4g}" for name in names)  # 4 digits even when slow
+        if peer:  # time ratio = peer's rate / ours: < 1 means we are faster
+            line += "".join(f" {row[peer] / row[name]:36.2f}" for name in names if name.startswith("ours"))
+        print(line)
 
 
 def memory_probe(name: str, image_path: str) -> int:
@@ -406,31 +524,69 @@ def accelerator_table(device: str, image_path: str, batch_sizes: str, precisions
 
 # ------------------------------------------------------------------------------------------------ main
 def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bfloat16 natively (the model's own check, which also warns where it is emulated)."""
+    from modeling_mask_rcnn import missing_native_cpu_support
+
+    return missing_native_cpu_support(torch.bfloat16) is None
+
+
+def default_photos() -> List[str]:
+    """The repository's photos: samples/ and the golden fixtures' images."""
+    folders = [os.path.join(REPO_ROOT, "samples"), os.path.join(REPO_ROOT, "tests", "fixtures", "images")]
+    return [os.path.join(folder, name) for folder in folders for name in sorted(os.listdir(folder))
+            if name.lower().endswith((".jpg", ".jpeg", ".png"))]
+
+
+def load_photos(paths: List[str]) -> Dict[str, Image.Image]:
+    photos = {}
+    for path in paths:
+        image = Image.open(path)
+        image.load()
+        photos[os.path.basename(path)] = image
+    return photos
+
+
+def cpu_description() -> str:
+    """`lscpu`'s model name and the vector extensions that decide PyTorch's CPU kernels."""
+    from modeling_mask_rcnn import cpu_feature_flags
+
+    name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:
-            flags = handle.read()
+            name = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), name)
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        pass
+    flags = cpu_feature_flags() or frozenset()
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16")
+    return f"{name} ({', '.join(flag for flag in wanted if flag in flags) or 'flags unknown'})"
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", default=DEFAULT_IMAGE)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--images", nargs="+", default=None,
+                        help="photos for the latency and throughput tables (default: samples/ and tests/fixtures/images)")
+    parser.add_argument("--image", default=DEFAULT_IMAGE, help="photo for the memory and accelerator checks")
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--settings", default="ten,0.5",
+                        help="caller thresholds, comma-separated: 'ten' (keeps ~10 per photo), a number, 'all' ('' skips the "
+                             "latency tables)")
     parser.add_argument("--peers", default="torchvision,mmdet", help="comma-separated: torchvision, mmdet")
-    parser.add_argument("--bf16", action="store_true", help="include bfloat16 even without native CPU support")
+    parser.add_argument("--bf16", action="store_true", help="also our fused bfloat16 path")
+    parser.add_argument("--batch-sizes-cpu", default="1,2,4",
+                        help="throughput of mixed-size photo batches, ours vs torchvision ('' to skip)")
+    parser.add_argument("--batch-photos", type=int, default=4, help="how many of the photos the batches cover")
+    parser.add_argument("--batch-threshold", type=float, default=0.5, help="our keep_score_threshold in batches")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-contender memory subprocesses")
     parser.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per memory reading")
     parser.add_argument("--paste-memory", action="store_true", help="also check mask-pasting memory at 4000x3000")
     parser.add_argument("--accelerator", default="cuda" if torch.cuda.is_available() else "none",
-                        help="device for the throughput table (default: cuda when present, else none; 'cpu' runs "
+                        help="device for the accelerator table (default: cuda when present, else none; 'cpu' runs "
                              "the same table on the CPU)")
-    parser.add_argument("--batch-sizes", default="1,8", help="throughput table batch sizes")
-    parser.add_argument("--precisions", default="fp32,tf32,bf16,fp16", help="throughput table precisions")
-    parser.add_argument("--skip-latency", action="store_true", help="only the throughput table")
+    parser.add_argument("--batch-sizes", default="1,8", help="accelerator table batch sizes")
+    parser.add_argument("--precisions", default="fp32,tf32,bf16,fp16", help="accelerator table precisions")
+    parser.add_argument("--skip-latency", action="store_true", help="only the accelerator table")
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -441,33 +597,24 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.skip_latency:
         accelerator_table(args.accelerator, args.image, args.batch_sizes, args.precisions, args.runs, args.warmup)
         return
-    image = Image.open(args.image)
-    image.load()
-    include_bf16 = args.bf16 or cpu_has_native_bf16()
-    contenders = make_contenders(include_bf16, [peer.strip() for peer in args.peers.split(",") if peer.strip()])
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
-          f", {args.threads} threads; image {os.path.basename(args.image)} {image.size[0]}x{image.size[1]}; "
-          f"median of {args.runs} interleaved runs after {args.warmup} warm-up")
-    table = latency_table(contenders, image, args.runs, args.warmup)
-    peers = {name: row["total"] for name, row in table.items() if not name.startswith("ours")}
-    header = f"{'contender':36} {'preproc s':>9} {'model s':>8} {'postproc s':>10} {'total s':>8} {'dets':>5}"
-    header += "".join(f" {'/ ' + name.split()[0]:>13}" for name in peers)
-    print(header)
-    for name, row in table.items():
-        line = (f"{name:36} {row['preprocess']:9.3f} {row['model']:8.3f} {row['postprocess']:10.3f} "
-                f"{row['total']:8.3f} {int(row['detections']):5d}")
-        if name.startswith("ours"):  # ratio of this row's total to each peer's: < 1 means faster
-            line += "".join(f" {row['total'] / total:13.2f}" for total in peers.values())
-        print(line)
-    ours = [contender.name for contender in contenders if contender.name.startswith("ours")]
-    for index, name in enumerate(ours):  # each of our rows against each of our float32 rows before it
-        for baseline in ours[:index]:
-            if baseline.endswith("float32)"):
-                print(f"{name} / {baseline}: {table[name]['total'] / table[baseline]['total']:.2f}")
+    photos = load_photos(args.images or default_photos())
+    settings = [setting.strip() for setting in args.settings.split(",") if setting.strip()]
+    contenders = make_contenders(args.bf16, [peer.strip() for peer in args.peers.split(",") if peer.strip()])
+    print(f"machine: {cpu_description()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads; "
+          f"{len(photos)} photos ({', '.join(photos)}) at the 1333x800 scale; median of {args.runs} interleaved "
+          f"runs after {args.warmup} warm-up")
+    if settings:
+        print_latency_table(latency_table(contenders, photos, settings, args.runs, args.warmup))
+    batch_sizes = [int(size) for size in args.batch_sizes_cpu.split(",") if size.strip()]
+    if batch_sizes:
+        batch_photos = list(photos.values())[: args.batch_photos]
+        batch_contenders = [c for c in contenders if isinstance(c, (OurModel, TorchvisionModel))]
+        table = throughput_table(batch_contenders, batch_photos, batch_sizes, args.runs, args.batch_threshold)
+        print_throughput_table(table, batch_photos, args.batch_threshold)
     if not args.no_memory:
         print(f"\npeak memory growth of one end-to-end inference (fresh process each, model loaded): median of "
               f"{args.memory_repeats} processes (min-max); the allocator makes single readings vary by ~15%")
-        probes = ["ours-fast", "ours-fused"] + (["ours-bf16"] if include_bf16 else [])
+        probes = ["ours-fast", "ours-fused"] + (["ours-bf16"] if args.bf16 else [])
         probes += [name for name, cls in (("torchvision", TorchvisionModel), ("mmdet", MMDetectionModel))
                    if any(isinstance(c, cls) for c in contenders)]
         for probe in probes:

@@ -5,6 +5,7 @@ Used by tests/test_parity.py and, as a script, to print the parity table quoted 
 
     python tools/parity.py [--numerics exact|fast|both] [--variant NAME] [--dtype float32|bfloat16]
     python tools/parity.py --noise-floor [--write]
+    python tools/parity.py --keep-thresholds [--numerics exact|fast] [--variant NAME]
 
 The noise floor: MMDetection's own float32 results move when only the convolution backend changes. `--noise-floor`
 runs the exact path (bit-identical to MMDetection with PyTorch's default oneDNN convolutions) with oneDNN switched
@@ -43,6 +44,7 @@ from golden import (golden_cases, golden_recordings, image_path, inputs_sha256, 
                     pixel_values_from_preprocessed)
 from image_processing_mask_rcnn import MaskRCNNImageProcessor  # noqa: E402
 from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation  # noqa: E402
+from reference_kernels import active_kernels  # noqa: E402
 from synthetic_weights import config_name_of, make_synthetic_state_dict  # noqa: E402
 
 
@@ -211,6 +213,71 @@ def bit_identical_recording(result: CaseResult) -> Tuple[Optional[str], Dict[str
     return None, comparisons
 
 
+# ------------------------------------------------------------------------------------------------ kept detections
+KEEP_THRESHOLD_KINDS = ("ten", "half", "nothing")
+
+
+def keep_threshold_value(golden: Dict[str, object], kind: str) -> float:
+    """A `keep_score_threshold` for a golden case: "ten" keeps its 10 best detections (the 10th score; more where
+    scores tie, all when it has fewer), "half" is the pipelines' default 0.5, "nothing" is above every score."""
+    scores = np.sort(np.asarray(golden["scores"], dtype=np.float32))[::-1]
+    if kind == "ten":
+        return float(scores[min(9, len(scores) - 1)])
+    if kind == "half":
+        return 0.5
+    if kind == "nothing":
+        return float(np.nextafter(np.float32(scores.max()), np.float32(np.inf))) if len(scores) else 1.0
+    raise ValueError(f"unknown threshold kind {kind!r}; choose from {KEEP_THRESHOLD_KINDS}")
+
+
+def run_kept_case(model, processor, variant: str, image_stem: str, threshold: float) -> Dict[str, object]:
+    """End to end from the image file with `keep_score_threshold=threshold` (processor -> model -> post-processing
+    at the same threshold), compared bit for bit with each recording of MMDetection's full computation restricted
+    to the detections with `score >= threshold`.
+
+    Returns `{"threshold", "kept", "full", "recording"}`: how many detections were kept of how many, and the
+    recording that every kept value (resized-frame boxes, scores, labels, 28x28 mask probabilities, final boxes
+    and every mask pixel) equals bit for bit, or None.
+    """
+    inputs = processor(images=image_path(image_stem), return_tensors="pt", keep_score_threshold=threshold)
+    with torch.inference_mode():
+        outputs = model(**inputs)
+    final = processor.post_process_instance_segmentation(outputs, threshold=threshold)[0]
+    ours = {
+        "det_boxes_resized": outputs.pred_boxes[0], "det_scores_resized": outputs.scores[0],
+        "det_labels_resized": outputs.labels[0], "mask_probs": outputs.mask_probs[0],
+        "boxes": final["boxes"], "scores": final["scores"], "labels": final["labels"], "masks": final["masks"],
+    }
+    ours = {name: value.cpu().numpy() for name, value in ours.items()}
+    matched, full = None, None
+    for recording in golden_recordings(variant, image_stem):
+        golden = load_golden(variant, image_stem, recording)
+        kept = np.asarray(golden["scores"], dtype=np.float32) >= np.float32(threshold)
+        full = len(kept)
+        if all(np.array_equal(ours[name], np.asarray(golden[name])[kept]) for name in ours):
+            matched = recording
+            break
+    return {"threshold": threshold, "kept": len(ours["scores"]), "full": full, "recording": matched}
+
+
+def keep_thresholds_main(variant: Optional[str], numerics: str, fuse: bool) -> None:
+    print(f"keep_score_threshold: kept detections vs MMDetection's full computation, end to end, numerics={numerics}"
+          f"{' + fused' if fuse else ''}, torch {torch.__version__}, kernels {active_kernels()}")
+    print(f"{'variant':34} {'image':18} {'kind':8} {'threshold':>10} {'kept/all':>9} {'bit-identical to':>18}")
+    failures = 0
+    for name in sorted({name for name, _ in golden_cases(variant)}):
+        model = build_model(name, numerics, fuse_batch_norms=fuse)
+        processor = build_processor(model)
+        for _, stem in golden_cases(name):
+            golden = load_golden(name, stem)
+            for kind in KEEP_THRESHOLD_KINDS:
+                row = run_kept_case(model, processor, name, stem, keep_threshold_value(golden, kind))
+                failures += row["recording"] is None
+                print(f"{name:34} {stem:18} {kind:8} {row['threshold']:10.6f} {row['kept']:>4}/{row['full']:<4} "
+                      f"{row['recording'] or 'NO':>18}", flush=True)
+    print(f"{failures} case(s) not bit-identical")
+
+
 NOISE_FLOOR_PATH = os.path.join(REPO_ROOT, "tests", "fixtures", "golden", "noise_floor.json")
 NOISE_FLOOR_FIELDS = ("max_box_error", "max_score_error", "median_mask_iou", "min_mask_iou", "matched",
                       "mmdet_detections", "our_detections")
@@ -281,9 +348,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--noise-floor", action="store_true",
                         help="measure the exact path with PyTorch's native convolutions against MMDetection")
     parser.add_argument("--write", action="store_true", help="with --noise-floor: store it for the tests")
+    parser.add_argument("--keep-thresholds", action="store_true",
+                        help="check keep_score_threshold: every case at 3 thresholds against MMDetection's full run")
     args = parser.parse_args(argv)
     if args.noise_floor:
         noise_floor_main(args.variant, args.write)
+        return
+    if args.keep_thresholds:
+        numerics = "exact" if args.numerics == "both" else args.numerics
+        keep_thresholds_main(args.variant, numerics, args.fuse_batch_norms and numerics == "fast")
         return
     dtype = getattr(torch, args.dtype)
     modes = ["exact", "fast"] if args.numerics == "both" else [args.numerics]
