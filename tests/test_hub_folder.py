@@ -61,6 +61,20 @@ def test_code_files_are_derived_from_configs_entry_point_and_relative_imports():
     assert "segment.py" not in files and "convert_mmdet_checkpoint.py" not in files  # tools, not model files
 
 
+def test_every_entry_file_names_its_whole_closure_of_sibling_modules():
+    # transformers < 4.51 copies into its module cache only the siblings an entry file names itself, but opens every
+    # module reachable from it: a sibling reached only through another one is a FileNotFoundError on 4.46-4.50.
+    entry_modules = [module for module in hub_folder.referenced_modules(_root_json("config.json"),
+                                                                         _root_json("preprocessor_config.json"))
+                     if module not in hub_folder.ENTRY_POINT_MODULES]  # handler.py: loaded by path, not by transformers
+    assert {"configuration_mask_rcnn", "modeling_mask_rcnn", "image_processing_mask_rcnn", "pipeline"} <= set(entry_modules)
+    locate = lambda name: REPO_ROOT / name if (REPO_ROOT / name).is_file() else None  # noqa: E731
+    for module in entry_modules:
+        closure = {name[:-3] for name in hub_folder.code_files([module], locate)} - {module}
+        named = set(hub_folder.relative_imports((REPO_ROOT / f"{module}.py").read_text(encoding="utf-8")))
+        assert closure <= named, f"{module}.py reaches {sorted(closure - named)} only through other modules"
+
+
 def test_a_missing_code_file_is_named_and_the_entry_point_is_optional(tmp_path):
     (tmp_path / "modeling_x.py").write_text("from .configuration_x import C\n")
     config = {"auto_map": {"AutoModel": "modeling_x.M"}}
