@@ -35,11 +35,15 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
+from safetensors import SafetensorError, safe_open
+
 try:
-    from .configuration_mask_rcnn import COCO_CLASSES
+    from .configuration_mask_rcnn import COCO_CLASSES, MaskRCNNConfig, bottleneck_width
 except ImportError:  # imported as a top-level module (tests, the converter). importlib, not a from-import: the
     # remote-code scanner of transformers < 4.51 reads import lines under `except ImportError:` as required packages.
-    COCO_CLASSES = importlib.import_module("configuration_mask_rcnn").COCO_CLASSES
+    _configuration = importlib.import_module("configuration_mask_rcnn")
+    COCO_CLASSES, MaskRCNNConfig = _configuration.COCO_CLASSES, _configuration.MaskRCNNConfig
+    bottleneck_width = _configuration.bottleneck_width
 
 logger = logging.getLogger(__name__)
 
@@ -547,3 +551,49 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python hub_folder_mask_rcnn.py FOLDER   (prints the files of FOLDER that belong on the Hub)")
     print("\n".join(hub_files(sys.argv[1])))
+
+
+# ------------------------------------------------------------------------------------------ reading a folder back
+
+
+def safetensors_shapes(path: str) -> dict:
+    """Tensor name -> shape from a safetensors header (no tensor data is read); OSError naming the file if the file
+    is empty, truncated or its header is corrupt."""
+    try:
+        with safe_open(path, framework="pt") as weights:
+            return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise OSError(f"{path} is not a readable safetensors file ({error}): it is empty, truncated or corrupted; "
+                      "download it again or re-create it with convert_mmdet_checkpoint.py.") from error
+
+
+def architecture_mismatch(config: MaskRCNNConfig, weight_shapes: Optional[dict]) -> str:
+    """The config fields that disagree with the weights' shapes, as a sentence part ending in "; " (or "")."""
+    if not weight_shapes:
+        return ""
+    reasons = []
+    classifier = weight_shapes.get("box_head.class_logits.weight")
+    if classifier is not None and classifier[0] != config.num_labels + 1:
+        reasons.append(f"config.json has {config.num_labels} classes (id2label) but the weights were made for "
+                       f"{classifier[0] - 1}")
+    stage3_blocks = {name.split(".")[2] for name in weight_shapes if name.startswith("backbone.layer3.")}
+    if stage3_blocks and len(stage3_blocks) != config.backbone_stage_blocks[2]:
+        reasons.append(f"config.json has backbone_depth={config.backbone_depth} ({config.backbone_stage_blocks[2]} "
+                       f"blocks in stage 3) but the weights have {len(stage3_blocks)} blocks there")
+    first_conv = weight_shapes.get("backbone.layer1.0.conv2.weight")
+    groups = config.backbone_groups
+    width = bottleneck_width(64, groups, config.backbone_base_width)  # stage 1: 64 planes
+    if first_conv is not None and tuple(first_conv[:2]) != (width, width // groups):
+        reasons.append(f"config.json has backbone_groups={groups}, backbone_base_width={config.backbone_base_width} "
+                       f"(first 3x3 convolution of shape {(width, width // groups, 3, 3)}) but the weights have "
+                       f"{tuple(first_conv)}")
+    return "".join(f"{reason}; " for reason in reasons)
+
+
+def config_name_in(folder: str) -> Optional[str]:
+    """The MMDetection config name recorded in a folder's config.json, if any."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+            return json.load(handle).get("mmdet_config_name")
+    except (OSError, ValueError):
+        return None

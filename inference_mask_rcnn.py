@@ -18,7 +18,10 @@ dtype, a failed image or a label reads the same everywhere:
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional, TypeVar, Union
 
@@ -173,6 +176,80 @@ def label_names(id2label: Mapping[Any, str]) -> list[str]:
     return [label_name(id2label, index) for index in range(max(indices, default=-1) + 1)]
 
 
+# ================================================================================================================
+# Reduced precision on CPUs without native support
+# ================================================================================================================
+
+# CPU flags (Linux /proc/cpuinfo names) with which oneDNN runs each reduced dtype natively; without any of them
+# PyTorch emulates the dtype in float32 arithmetic plus conversions, several times slower than float32 itself
+NATIVE_CPU_FEATURES = {
+    torch.bfloat16: ("avx512_bf16", "amx_bf16"),
+    torch.float16: ("avx512_fp16", "amx_fp16"),
+}
+_REDUCED_PRECISION_WARNED: set = set()
+_REDUCED_PRECISION_WARNED_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_feature_flags() -> Optional[frozenset]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux x86), or None where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
+def missing_native_cpu_support(dtype: torch.dtype) -> Optional[tuple[str, ...]]:
+    """The CPU features of which none is present for `dtype` to run natively (e.g. `("avx512_bf16", "amx_bf16")`
+    on an AVX2-only CPU), or None when the CPU has one of them, the dtype needs none, or the flags are unknown."""
+    features = NATIVE_CPU_FEATURES.get(dtype)
+    flags = cpu_feature_flags()
+    if features is None or flags is None or any(feature in flags for feature in features):
+        return None
+    return features
+
+
+def warn_if_reduced_precision_is_emulated(dtype: torch.dtype, device: torch.device) -> None:
+    """Warn once per process and dtype when a CPU model runs in a dtype the CPU has no native support for."""
+    if device.type != "cpu":
+        return
+    missing = missing_native_cpu_support(dtype)
+    if missing is None:
+        return
+    with _REDUCED_PRECISION_WARNED_LOCK:
+        if dtype in _REDUCED_PRECISION_WARNED:
+            return
+        _REDUCED_PRECISION_WARNED.add(dtype)
+    name = str(dtype).replace("torch.", "")
+    warnings.warn(
+        f"Mask R-CNN runs in {name} on a CPU without native {name} support (its flags have none of "
+        f"{', '.join(missing)}): PyTorch emulates {name} there, which is several times SLOWER than float32. Load the "
+        "model in float32 (optionally with fuse_batch_norms=True for speed) on this machine, or use a CPU with "
+        f"{' or '.join(missing)}, or a GPU.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+
+
+def autocast_dtype_on(device_type: str) -> Optional[torch.dtype]:
+    """The dtype an active `torch.autocast` computes in on `device_type` ("cpu", "cuda", ...), None where it is off
+    or autocast does not know the device type."""
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+    except RuntimeError:  # a device type without autocast, e.g. "meta"
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
 __all__ = ["DTYPE_ENVIRONMENT_VARIABLE", "COMPUTE_DTYPES", "resolve_compute_dtype", "check_precision_allowed",
            "prepare_model_for_inference", "DescribedFailure", "describe_failure", "run_with_per_image_fallback",
-           "label_name", "label_names"]
+           "label_name", "label_names",
+           "NATIVE_CPU_FEATURES", "cpu_feature_flags", "missing_native_cpu_support",
+           "warn_if_reduced_precision_is_emulated", "autocast_dtype_on"]

@@ -19,19 +19,17 @@ from __future__ import annotations
 import functools
 import importlib
 import itertools
-import json
 import math
 import numbers
 import os
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
@@ -51,6 +49,12 @@ except ImportError:  # imported as a top-level module (tests, scripts). importli
     _configuration_module = importlib.import_module("configuration_mask_rcnn")
     MaskRCNNConfig, bottleneck_width = _configuration_module.MaskRCNNConfig, _configuration_module.bottleneck_width
 
+try:  # the precision rule's home (shared with the pipeline, the endpoint and the batch CLI)
+    from .inference_mask_rcnn import autocast_dtype_on, warn_if_reduced_precision_is_emulated
+except ImportError:  # imported as a top-level module (tests, scripts)
+    _inference_module = importlib.import_module("inference_mask_rcnn")
+    autocast_dtype_on = _inference_module.autocast_dtype_on
+    warn_if_reduced_precision_is_emulated = _inference_module.warn_if_reduced_precision_is_emulated
 try:
     from .losses_mask_rcnn import (TrainProposalSettings, box_losses, mask_loss, mask_targets, prepare_ground_truth,
                                    rpn_losses, rpn_targets, sample_rois, valid_anchor_flags)
@@ -64,12 +68,15 @@ except ImportError:  # imported as a top-level module (tests, scripts)
         _losses_module.valid_anchor_flags)
 try:
     from .configuration_mask_rcnn import TRANSFORMERS_NAMES_DTYPE
-    from .hub_folder_mask_rcnn import module_directories, upload_hub_folder, write_hub_folder
+    from .hub_folder_mask_rcnn import (architecture_mismatch, config_name_in, module_directories, safetensors_shapes,
+                                       upload_hub_folder, write_hub_folder)
 except ImportError:  # as above
     TRANSFORMERS_NAMES_DTYPE = importlib.import_module("configuration_mask_rcnn").TRANSFORMERS_NAMES_DTYPE
     _hub_folder = importlib.import_module("hub_folder_mask_rcnn")
     module_directories, upload_hub_folder = _hub_folder.module_directories, _hub_folder.upload_hub_folder
     write_hub_folder = _hub_folder.write_hub_folder
+    architecture_mismatch, config_name_in = _hub_folder.architecture_mismatch, _hub_folder.config_name_in
+    safetensors_shapes = _hub_folder.safetensors_shapes
 
 
 # ================================================================================================================
@@ -819,78 +826,8 @@ class MaskRCNNMaskHead(nn.Module):
 
 
 # ================================================================================================================
-# Reduced precision on CPUs without native support
-# ================================================================================================================
-
-# CPU flags (Linux /proc/cpuinfo names) with which oneDNN runs each reduced dtype natively; without any of them
-# PyTorch emulates the dtype in float32 arithmetic plus conversions, several times slower than float32 itself
-NATIVE_CPU_FEATURES = {
-    torch.bfloat16: ("avx512_bf16", "amx_bf16"),
-    torch.float16: ("avx512_fp16", "amx_fp16"),
-}
-_REDUCED_PRECISION_WARNED: set = set()
-_REDUCED_PRECISION_WARNED_LOCK = threading.Lock()
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_feature_flags() -> Optional[frozenset]:
-    """The CPU's feature flags from /proc/cpuinfo (Linux x86), or None where they cannot be read."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        return None
-    return None
-
-
-def missing_native_cpu_support(dtype: torch.dtype) -> Optional[Tuple[str, ...]]:
-    """The CPU features of which none is present for `dtype` to run natively (e.g. `("avx512_bf16", "amx_bf16")`
-    on an AVX2-only CPU), or None when the CPU has one of them, the dtype needs none, or the flags are unknown."""
-    features = NATIVE_CPU_FEATURES.get(dtype)
-    flags = cpu_feature_flags()
-    if features is None or flags is None or any(feature in flags for feature in features):
-        return None
-    return features
-
-
-def warn_if_reduced_precision_is_emulated(dtype: torch.dtype, device: torch.device) -> None:
-    """Warn once per process and dtype when a CPU model runs in a dtype the CPU has no native support for."""
-    if device.type != "cpu":
-        return
-    missing = missing_native_cpu_support(dtype)
-    if missing is None:
-        return
-    with _REDUCED_PRECISION_WARNED_LOCK:
-        if dtype in _REDUCED_PRECISION_WARNED:
-            return
-        _REDUCED_PRECISION_WARNED.add(dtype)
-    name = str(dtype).replace("torch.", "")
-    warnings.warn(
-        f"Mask R-CNN runs in {name} on a CPU without native {name} support (its flags have none of "
-        f"{', '.join(missing)}): PyTorch emulates {name} there, which is several times SLOWER than float32. Load the "
-        "model in float32 (optionally with fuse_batch_norms=True for speed) on this machine, or use a CPU with "
-        f"{' or '.join(missing)}, or a GPU.",
-        UserWarning,
-        stacklevel=3,
-    )
-
-
-# ================================================================================================================
 # The transformers model
 # ================================================================================================================
-
-
-def autocast_dtype_on(device_type: str) -> Optional[torch.dtype]:
-    """The dtype an active `torch.autocast` computes in on `device_type` ("cpu", "cuda", ...), None where it is off
-    or autocast does not know the device type."""
-    try:
-        if not torch.is_autocast_enabled(device_type):
-            return None
-    except RuntimeError:  # a device type without autocast, e.g. "meta"
-        return None
-    return torch.get_autocast_dtype(device_type)
 
 
 class MaskRCNNPreTrainedModel(PreTrainedModel):
@@ -940,10 +877,10 @@ class MaskRCNNPreTrainedModel(PreTrainedModel):
             raise OSError(
                 f"{folder} has no model.safetensors: the Mask R-CNN weights are not in the repository. Create them "
                 f"with `python convert_mmdet_checkpoint.py --config "
-                f"{_config_name_in(folder) or 'mask-rcnn_r50_fpn_1x_coco'} --output-dir {folder}`."
+                f"{config_name_in(folder) or 'mask-rcnn_r50_fpn_1x_coco'} --output-dir {folder}`."
             )
         weights_path = os.path.join(folder, "model.safetensors")
-        weight_shapes = _safetensors_shapes(weights_path) if os.path.isfile(weights_path) else None
+        weight_shapes = safetensors_shapes(weights_path) if os.path.isfile(weights_path) else None
         wants_loading_info = kwargs.pop("output_loading_info", False)
         kwargs["ignore_mismatched_sizes"] = True  # report shape mismatches below, in our one message
         try:
@@ -963,7 +900,7 @@ class MaskRCNNPreTrainedModel(PreTrainedModel):
                 f"{name.replace('_', ' ')} ({len(keys)}): {', '.join(map(str, keys[:8]))}{' ...' if len(keys) > 8 else ''}"
                 for name, keys in problems.items()
             )
-            reason = _architecture_mismatch(model.config, weight_shapes)
+            reason = architecture_mismatch(model.config, weight_shapes)
             raise ValueError(
                 f"The weights in {folder} do not match the Mask R-CNN described by its config.json ({reason}{details}). "
                 "Re-create the folder with convert_mmdet_checkpoint.py."
@@ -986,49 +923,6 @@ class MaskRCNNPreTrainedModel(PreTrainedModel):
         if push_to_hub:
             repo_id = hub_arguments.pop("repo_id", None) or os.path.basename(os.path.abspath(save_directory))
             upload_hub_folder(save_directory, repo_id, **hub_arguments)
-
-
-def _safetensors_shapes(path: str) -> dict:
-    """Tensor name -> shape from a safetensors header (no tensor data is read); OSError naming the file if the file
-    is empty, truncated or its header is corrupt."""
-    try:
-        with safe_open(path, framework="pt") as weights:
-            return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise OSError(f"{path} is not a readable safetensors file ({error}): it is empty, truncated or corrupted; "
-                      "download it again or re-create it with convert_mmdet_checkpoint.py.") from error
-
-
-def _architecture_mismatch(config: MaskRCNNConfig, weight_shapes: Optional[dict]) -> str:
-    """The config fields that disagree with the weights' shapes, as a sentence part ending in "; " (or "")."""
-    if not weight_shapes:
-        return ""
-    reasons = []
-    classifier = weight_shapes.get("box_head.class_logits.weight")
-    if classifier is not None and classifier[0] != config.num_labels + 1:
-        reasons.append(f"config.json has {config.num_labels} classes (id2label) but the weights were made for "
-                       f"{classifier[0] - 1}")
-    stage3_blocks = {name.split(".")[2] for name in weight_shapes if name.startswith("backbone.layer3.")}
-    if stage3_blocks and len(stage3_blocks) != config.backbone_stage_blocks[2]:
-        reasons.append(f"config.json has backbone_depth={config.backbone_depth} ({config.backbone_stage_blocks[2]} "
-                       f"blocks in stage 3) but the weights have {len(stage3_blocks)} blocks there")
-    first_conv = weight_shapes.get("backbone.layer1.0.conv2.weight")
-    groups = config.backbone_groups
-    width = bottleneck_width(64, groups, config.backbone_base_width)  # stage 1: 64 planes
-    if first_conv is not None and tuple(first_conv[:2]) != (width, width // groups):
-        reasons.append(f"config.json has backbone_groups={groups}, backbone_base_width={config.backbone_base_width} "
-                       f"(first 3x3 convolution of shape {(width, width // groups, 3, 3)}) but the weights have "
-                       f"{tuple(first_conv)}")
-    return "".join(f"{reason}; " for reason in reasons)
-
-
-def _config_name_in(folder: str) -> Optional[str]:
-    """The MMDetection config name recorded in a folder's config.json, if any."""
-    try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
-            return json.load(handle).get("mmdet_config_name")
-    except (OSError, ValueError):
-        return None
 
 
 class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):

@@ -3,9 +3,9 @@
 
     pip install onnxruntime numpy pillow pycocotools      # opencv-python-headless optional (faster resize, same pixels)
 
-    from onnx_inference_mask_rcnn import MaskRCNNOnnxRuntime
-    runtime = MaskRCNNOnnxRuntime("model.onnx")          # written by export_onnx.py
-    annotations = runtime("photo.jpg", threshold=0.5)     # [{"score", "label", "box", "mask"}, ...] best first
+    >>> from onnx_inference_mask_rcnn import MaskRCNNOnnxRuntime
+    >>> runtime = MaskRCNNOnnxRuntime("model.onnx")      # written by export_onnx.py
+    >>> annotations = runtime("photo.jpg", threshold=0.5)  # [{"score", "label", "box", "mask"}, ...] best first
 
 It reproduces the transformers pipeline (`pipeline.py`) around the exported graph: decoding, keep-ratio resize
 (bit-exact OpenCV INTER_LINEAR), normalisation and padding come from `image_utils_mask_rcnn.py`, the module the

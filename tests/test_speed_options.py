@@ -147,10 +147,10 @@ def test_anchors_are_cached_per_input_size_bounded_and_shared_across_threads():
 # ------------------------------------------------------------------------------------------- reduced precision
 @pytest.fixture
 def fresh_warning_state(monkeypatch):
-    import modeling_mask_rcnn
+    import inference_mask_rcnn  # the precision rule's home
 
-    monkeypatch.setattr(modeling_mask_rcnn, "_REDUCED_PRECISION_WARNED", set())
-    return modeling_mask_rcnn
+    monkeypatch.setattr(inference_mask_rcnn, "_REDUCED_PRECISION_WARNED", set())
+    return inference_mask_rcnn
 
 
 AVX2_ONLY_FLAGS = frozenset("fpu sse sse2 ssse3 sse4_1 sse4_2 avx fma avx2 f16c".split())

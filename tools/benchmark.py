@@ -525,7 +525,7 @@ def accelerator_table(device: str, image_path: str, batch_sizes: str, precisions
 # ------------------------------------------------------------------------------------------------ main
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU runs bfloat16 natively (the model's own check, which also warns where it is emulated)."""
-    from modeling_mask_rcnn import missing_native_cpu_support
+    from inference_mask_rcnn import missing_native_cpu_support
 
     return missing_native_cpu_support(torch.bfloat16) is None
 
@@ -548,7 +548,7 @@ def load_photos(paths: List[str]) -> Dict[str, Image.Image]:
 
 def cpu_description() -> str:
     """`lscpu`'s model name and the vector extensions that decide PyTorch's CPU kernels."""
-    from modeling_mask_rcnn import cpu_feature_flags
+    from inference_mask_rcnn import cpu_feature_flags
 
     name = platform.processor() or platform.machine()
     try:
