@@ -38,6 +38,7 @@ if __name__ == "__main__":  # as a script, compare on the goldens' CPU kernels (
     pin_reference_kernels()
 
 import torch  # noqa: E402
+from onnx_inference_mask_rcnn import box_iou  # noqa: E402  (torch-free; onnxruntime only on use)
 
 from convert_mmdet_checkpoint import ZOO, mmdet_key_to_hf_key, zoo_config  # noqa: E402
 from golden import (golden_cases, golden_recordings, image_path, inputs_sha256, load_golden,  # noqa: E402
@@ -94,23 +95,13 @@ def run_case(model, processor, variant: str, image_stem: str, end_to_end: bool) 
     return CaseResult(golden=golden, outputs=outputs, final=final, input_sha256=inputs_sha256(pixel_values))
 
 
-def box_iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """IoU of every pair, `(len(a), len(b))`."""
-    top_left = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
-    bottom_right = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
-    intersection = np.clip(bottom_right - top_left, 0, None).prod(-1)
-    area_a = (boxes_a[:, 2:] - boxes_a[:, :2]).prod(-1)
-    area_b = (boxes_b[:, 2:] - boxes_b[:, :2]).prod(-1)
-    return intersection / np.maximum(area_a[:, None] + area_b[None, :] - intersection, 1e-12)
-
-
 def match_detections(ours: Dict[str, np.ndarray], theirs: Dict[str, np.ndarray]) -> List[tuple]:
     """Pair each MMDetection detection with ours: same label, best box IoU (> 0.9), one to one.
 
     Pairs in the same position are taken first (the normal case: identical order), then the rest greedily.
     """
     pairs, used = [], set()
-    iou = box_iou_matrix(theirs["boxes"], ours["boxes"]) if len(ours["boxes"]) and len(theirs["boxes"]) else None
+    iou = box_iou(theirs["boxes"], ours["boxes"]) if len(ours["boxes"]) and len(theirs["boxes"]) else None
     for index in range(len(theirs["labels"])):
         if (index < len(ours["labels"]) and ours["labels"][index] == theirs["labels"][index]
                 and iou[index, index] > 0.9):
