@@ -875,9 +875,10 @@ def preprocessor_json_dict(config_name: str) -> Dict[str, Any]:
     MMDetection's test pipeline) with the normalisation of `config_name`'s checkpoint, plus its `auto_map`."""
     processor = MaskRCNNImageProcessor(**ZOO[resolve_config_name(config_name)].normalization())
     settings = inspect.signature(MaskRCNNImageProcessor.__init__).parameters
-    # only the constructor's settings: to_dict() adds version-dependent transformers bookkeeping (_processor_class)
+    # only the constructor's settings: to_dict() adds version-dependent transformers bookkeeping (_processor_class),
+    # and only those set: transformers 4.x keeps None-valued attributes (None is each setting's default), 5.x drops them
     return hub_folder.complete_preprocessor(
-        {key: value for key, value in processor.to_dict().items() if key in settings})
+        {key: value for key, value in processor.to_dict().items() if key in settings and value is not None})
 
 
 def model_card_text(prepared: PreparedConversion, config_name: str, checkpoint_path: Path, official: bool) -> str:

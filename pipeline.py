@@ -405,11 +405,15 @@ def __getattr__(name: str) -> Any:
     serving code (which itself imports the pipelines)."""
     if name != "PreTrainedPipeline":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # importlib, never a relative from-import line: the serving code imports this module, and the
+    # remote-code scanner of transformers < 4.51 follows relative-import lines round such a cycle forever.
     try:
-        from .serving_mask_rcnn import PreTrainedPipeline
-    except ImportError:  # loaded by its location (the toolkit) or as a top-level module
-        PreTrainedPipeline = importlib.import_module("serving_mask_rcnn").PreTrainedPipeline
-    return PreTrainedPipeline
+        serving = importlib.import_module(".serving_mask_rcnn", __package__) if __package__ else None
+    except ImportError:
+        serving = None
+    if serving is None:  # loaded by its location (the toolkit) or as a top-level module
+        serving = importlib.import_module("serving_mask_rcnn")
+    return serving.PreTrainedPipeline
 
 
 __all__ = ["MaskRCNNSegmentationPipeline", "MaskRCNNDetectionPipeline", "MaskRCNNPipelineBase",

@@ -75,6 +75,21 @@ def test_every_entry_file_names_its_whole_closure_of_sibling_modules():
         assert closure <= named, f"{module}.py reaches {sorted(closure - named)} only through other modules"
 
 
+def test_relative_imports_of_served_modules_have_no_cycle():
+    # transformers < 4.51's get_relative_import_files never marks a module as seen, so an import cycle between
+    # served modules (a imports b, b imports a) makes every remote-code load loop forever on 4.46-4.50.
+    graph = {path.stem: set(hub_folder.relative_imports(path.read_text(encoding="utf-8")))
+             for path in REPO_ROOT.glob("*.py")}
+
+    def visit(module, trail):
+        assert module not in trail, f"relative-import cycle: {' -> '.join(trail + [module])}"
+        for sibling in sorted(graph.get(module, ())):
+            visit(sibling, trail + [module])
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
 def test_a_missing_code_file_is_named_and_the_entry_point_is_optional(tmp_path):
     (tmp_path / "modeling_x.py").write_text("from .configuration_x import C\n")
     config = {"auto_map": {"AutoModel": "modeling_x.M"}}
