@@ -41,7 +41,7 @@ def test_from_pretrained_keeps_the_configured_backbone_stages_frozen(tmp_path_fa
 
     folder = lean_synthetic_folder(tmp_path_factory.mktemp("models"))
     model = MaskRCNNForInstanceSegmentation.from_pretrained(folder)
-    trainable = {name.split(".")[1] for name, p in model.backbone.named_parameters() if p.requires_grad}
+    trainable = {name.split(".")[0] for name, p in model.backbone.named_parameters() if p.requires_grad}
     assert trainable == {"layer2", "layer3", "layer4"}  # stem and layer1 frozen (backbone_frozen_stages=1)
     model = MaskRCNNForInstanceSegmentation.from_pretrained(folder, backbone_frozen_stages=4)
     assert not any(p.requires_grad for p in model.backbone.parameters())
