@@ -14,8 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
+import finetune
 from make_shapes_dataset import make_dataset
 from synthetic_model_folder import lean_synthetic_folder
 
@@ -45,6 +44,10 @@ def test_from_pretrained_keeps_the_configured_backbone_stages_frozen(tmp_path_fa
     assert trainable == {"layer2", "layer3", "layer4"}  # stem and layer1 frozen (backbone_frozen_stages=1)
     model = MaskRCNNForInstanceSegmentation.from_pretrained(folder, backbone_frozen_stages=4)
     assert not any(p.requires_grad for p in model.backbone.parameters())
+    # tools/finetune.py --set backbone_frozen_stages=4 (applied before the model is built)
+    model = finetune.load_model_for_classes(str(folder), ["disc", "square", "triangle"], {"backbone_frozen_stages": 4})
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert model.fpn.lateral_convs[0].weight.requires_grad
 
 
 def test_finetuning_on_generated_shapes_reaches_the_stated_mask_ap(tmp_path_factory):
