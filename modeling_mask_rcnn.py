@@ -905,6 +905,11 @@ class MaskRCNNPreTrainedModel(PreTrainedModel):
                 f"The weights in {folder} do not match the Mask R-CNN described by its config.json ({reason}{details}). "
                 "Re-create the folder with convert_mmdet_checkpoint.py."
             )
+        if isinstance(getattr(model, "backbone", None), MaskRCNNResNetBackbone):
+            # transformers 5 loads every tensor into a new Parameter with requires_grad=True, undoing the freeze that
+            # __init__ applied: freeze again what the config freezes (stem + first stages, batch-norm affines)
+            model.backbone.freeze_for_training(model.config.backbone_frozen_stages,
+                                               model.config.backbone_batch_norm_trainable)
         return (model, loading_info) if wants_loading_info else model
 
     def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, push_to_hub: bool = False,

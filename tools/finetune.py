@@ -48,6 +48,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed  
 
 import evaluate_coco  # noqa: E402
 import hub_folder_mask_rcnn  # noqa: E402
+from configuration_mask_rcnn import MaskRCNNConfig  # noqa: E402
 from convert_mmdet_checkpoint import config_json_dict  # noqa: E402
 from image_processing_mask_rcnn import MaskRCNNImageProcessor  # noqa: E402
 from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation  # noqa: E402
@@ -125,10 +126,19 @@ class CocoInstanceDataset(Dataset):
 # ----------------------------------------------------------------------------------------------------------------
 # Model, optimiser, schedule
 # ----------------------------------------------------------------------------------------------------------------
-def load_model_for_classes(model_id: str, class_names: Sequence[str]) -> MaskRCNNForInstanceSegmentation:
-    """The model from a converted folder or Hub id; new class-specific layers when the classes differ."""
+def load_model_for_classes(model_id: str, class_names: Sequence[str],
+                           config_overrides: Optional[Dict[str, Any]] = None) -> MaskRCNNForInstanceSegmentation:
+    """The model from a converted folder or Hub id; new class-specific layers when the classes differ.
+
+    `config_overrides` ({field: value}, `--set`) are applied to the config before the model is built, so fields read
+    at construction (e.g. `backbone_frozen_stages`, which decides which parameters get gradients) take effect too."""
     try:
-        model = MaskRCNNForInstanceSegmentation.from_pretrained(model_id)
+        config = MaskRCNNConfig.from_pretrained(model_id)
+        for key, value in (config_overrides or {}).items():
+            if not hasattr(config, key):
+                raise FinetuneError(f"--set {key}: the model config has no such field.")
+            setattr(config, key, value)
+        model = MaskRCNNForInstanceSegmentation.from_pretrained(model_id, config=config)
     except (OSError, ValueError) as error:
         raise FinetuneError(f"Cannot load --model {model_id}: {error}") from None
     current = [model.config.id2label[index] for index in range(model.config.num_labels)]
@@ -310,11 +320,7 @@ def run(arguments: argparse.Namespace) -> Dict[str, Any]:
     train_coco = load_coco(arguments.train_annotations)
     classes = dataset_classes(train_coco)
     category_to_class = {category_id: index for index, category_id in enumerate(classes)}
-    model = load_model_for_classes(arguments.model, list(classes.values()))
-    for key, value in parse_config_overrides(arguments.set).items():
-        if not hasattr(model.config, key):
-            raise FinetuneError(f"--set {key}: the model config has no such field.")
-        setattr(model.config, key, value)
+    model = load_model_for_classes(arguments.model, list(classes.values()), parse_config_overrides(arguments.set))
     # the source folder's image processor settings (its checkpoint's normalisation), the resize scale as asked
     source_processor = MaskRCNNImageProcessor.from_pretrained(arguments.model)
     settings = inspect.signature(MaskRCNNImageProcessor.__init__).parameters
