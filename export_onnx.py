@@ -47,7 +47,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -349,8 +349,11 @@ class MaskRCNNOnnxModule(nn.Module):
 # ================================================================================================================
 
 
-def validation_inputs(config, image_size: Tuple[int, int] = VALIDATION_IMAGE_SIZE) -> Dict[str, np.ndarray]:
-    """A deterministic smooth test image, normalised like the processor's output for this model, padded to 32."""
+def validation_inputs(settings: Optional[Mapping[str, object]] = None,
+                      image_size: Tuple[int, int] = VALIDATION_IMAGE_SIZE) -> Dict[str, np.ndarray]:
+    """A deterministic smooth test image, normalised and padded like the image processor with `settings`
+    (default: the processor's defaults; any normalisation serves, both sides of a comparison get the same)."""
+    settings = dict(settings) if settings is not None else default_preprocessing_settings()
     height, width = image_size
     rows = np.linspace(0.0, 1.0, height, dtype=np.float64)[:, None]
     columns = np.linspace(0.0, 1.0, width, dtype=np.float64)[None, :]
@@ -358,12 +361,12 @@ def validation_inputs(config, image_size: Tuple[int, int] = VALIDATION_IMAGE_SIZ
     green = 127.5 + 127.5 * np.cos(5.0 * rows * columns + 2.0 * columns)
     blue = 255.0 * ((rows * 4).astype(int) % 2 ^ (columns * 6).astype(int) % 2)
     rgb = np.rint(np.stack([red, green, blue])).astype(np.uint8).astype(np.float32)
-    if config.input_channel_order == "bgr":
+    if settings["input_channel_order"] == "bgr":
         rgb = rgb[::-1]
-    mean = np.asarray(config.image_mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(config.image_std, dtype=np.float32)[:, None, None]
+    mean = np.asarray(settings["image_mean"], dtype=np.float32)[:, None, None]
+    std = np.asarray(settings["image_std"], dtype=np.float32)[:, None, None]
     pixels = ((rgb - mean) / std).astype(np.float32)
-    divisor = config.size_divisor
+    divisor = int(settings["size_divisor"])
     padded = np.zeros((1, 3, -(-height // divisor) * divisor, -(-width // divisor) * divisor), dtype=np.float32)
     padded[0, :, :height, :width] = pixels
     return {"pixel_values": padded, "image_sizes": np.asarray([[height, width]], dtype=np.int64)}
@@ -441,7 +444,7 @@ def compare_detections(expected: Dict[str, np.ndarray], actual: Dict[str, np.nda
 
 def trace_to_onnx(model: MaskRCNNForInstanceSegmentation, path: Union[str, Path], opset: int = ONNX_OPSET) -> None:
     """Trace the export forward on the validation image and write the ONNX file (weights inside) to `path`."""
-    inputs = validation_inputs(model.config)
+    inputs = validation_inputs()
     module = MaskRCNNOnnxModule(model).eval()
     dynamic_axes = {"pixel_values": {0: "batch_size", 2: "height", 3: "width"}, "image_sizes": {0: "batch_size"},
                     "boxes": {0: "num_detections"}, "scores": {0: "num_detections"},
@@ -456,12 +459,24 @@ def trace_to_onnx(model: MaskRCNNForInstanceSegmentation, path: Union[str, Path]
         )
 
 
-def preprocessing_settings(model_dir: Optional[Path], config) -> Dict[str, object]:
-    """The image processor's settings the runtime needs: the folder's preprocessor_config.json, else the config's."""
-    settings: Dict[str, object] = {"image_mean": list(config.image_mean), "image_std": list(config.image_std),
-                                   "input_channel_order": config.input_channel_order,
-                                   "resize_scale": list(config.resize_scale), "size_divisor": config.size_divisor,
-                                   "pad_value": 0.0, "do_resize": True, "do_normalize": True, "do_pad": True}
+def _image_processor_class():
+    try:
+        from .image_processing_mask_rcnn import MaskRCNNImageProcessor
+    except ImportError:
+        MaskRCNNImageProcessor = importlib.import_module("image_processing_mask_rcnn").MaskRCNNImageProcessor
+    return MaskRCNNImageProcessor
+
+
+def default_preprocessing_settings() -> Dict[str, object]:
+    """The image processor's default settings (MMDetection's test pipeline, PyTorch-style normalisation)."""
+    processor = _image_processor_class()()
+    return {key: getattr(processor, key) for key in PREPROCESSING_KEYS}
+
+
+def preprocessing_settings(model_dir: Optional[Path]) -> Dict[str, object]:
+    """The image processor's settings the runtime needs: the folder's preprocessor_config.json over the processor's
+    defaults (preprocessing belongs to the image processor; config.json holds only what the model reads)."""
+    settings = default_preprocessing_settings()
     path = model_dir / "preprocessor_config.json" if model_dir is not None else None
     if path is not None and path.is_file():
         with open(path, encoding="utf-8") as handle:
@@ -499,7 +514,7 @@ def validate_onnx(path: Union[str, Path], model: MaskRCNNForInstanceSegmentation
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as error:
         raise ExportError(f"onnx.checker rejected the exported graph: {error}") from error
-    inputs = validation_inputs(model.config) if inputs is None else inputs
+    inputs = validation_inputs() if inputs is None else inputs
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     values = session.run(list(OUTPUT_NAMES), inputs)
     actual = dict(zip(OUTPUT_NAMES, values))
@@ -569,8 +584,7 @@ def export_onnx(model_dir: Union[str, Path], output: Optional[Union[str, Path]] 
     partial = Path(partial_name)
     try:
         trace_to_onnx(model, partial)
-        _add_metadata(partial, model, preprocessing_settings(model_dir if model_dir.is_dir() else None,
-                                                             model.config))
+        _add_metadata(partial, model, preprocessing_settings(model_dir if model_dir.is_dir() else None))
         if validate:
             inputs = image_inputs(model_dir, [validation_image]) if validation_image is not None else None
             stats = validate_onnx(partial, model, inputs)
