@@ -102,7 +102,7 @@ def test_subtask_other_than_instance_is_a_clear_error(segmenter):
         with pytest.raises(ValueError, match="instance segmentation only.*subtask"):
             segmenter(str(PHOTO), subtask=subtask)
     assert segmenter._sanitize_parameters(subtask="instance", threshold=0.3, mask_threshold=0.4, timeout=2.0) == (
-        {"timeout": 2.0}, {}, {"threshold": 0.3, "mask_threshold": 0.4})
+        {"timeout": 2.0}, {"keep_score_threshold": 0.3}, {"threshold": 0.3, "mask_threshold": 0.4})  # it reaches the model
     assert segmenter._sanitize_parameters(overlap_mask_area_threshold=0.8) == ({}, {}, {})
 
 
