@@ -394,11 +394,7 @@ def export_forward_reference(model: MaskRCNNForInstanceSegmentation, inputs: Dic
 
 def image_inputs(model_dir: Union[str, Path], images: Sequence) -> Dict[str, np.ndarray]:
     """The graph's inputs for `images` (paths, PIL images, arrays), prepared by the folder's image processor."""
-    try:
-        from .image_processing_mask_rcnn import MaskRCNNImageProcessor
-    except ImportError:
-        MaskRCNNImageProcessor = importlib.import_module("image_processing_mask_rcnn").MaskRCNNImageProcessor
-    processor = MaskRCNNImageProcessor.from_pretrained(str(model_dir))
+    processor = _image_processor_class().from_pretrained(str(model_dir))
     batch = processor(images=list(images), return_tensors="np")
     return {"pixel_values": np.asarray(batch["pixel_values"], dtype=np.float32),
             "image_sizes": np.asarray(batch["image_sizes"], dtype=np.int64)}
