@@ -1,7 +1,10 @@
 # Copyright 2026 The Mask R-CNN Hub port authors. Apache-2.0.
 """Agreement of the ONNX export + torch-free runtime with the PyTorch model + image processor, on the fixtures.
 
-    python tools/onnx_agreement.py [--variant NAME] [--resize 300 200 | --full]   # one row per (variant, image)
+    python tools/onnx_agreement.py [--variant NAME] [--resize 300 200 | --full] [--kernel-spread] [--threads 1]
+
+One row per (variant, image). `--kernel-spread` adds the same comparison between PyTorch and itself with its other
+CPU convolution kernel (oneDNN off): the spread of two valid float32 implementations, to read the ONNX errors against.
 
 Folders are converted from the synthetic checkpoints of the golden variants (tools/synthetic_weights.py) with lean
 settings (`tools/synthetic_model_folder.py`: small images, few proposals) so that a test session exports each
@@ -63,6 +66,19 @@ def pytorch_detections(model, processor, images: List[Any]) -> List[Dict[str, np
     return [{name: result[name].numpy() for name in ("scores", "labels", "boxes", "masks")} for result in results]
 
 
+def pytorch_native_convolution_detections(model, processor, images: List[Any]) -> List[Dict[str, np.ndarray]]:
+    """`pytorch_detections` with PyTorch's native CPU convolutions instead of oneDNN's (`torch.backends.mkldnn` off):
+    the same program with another summation order in every convolution."""
+    import torch
+
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        return pytorch_detections(model, processor, images)
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+
+
 def runtime_detections(runtime, images: List[Any]) -> List[Dict[str, Any]]:
     """The ONNX runtime's detections (threshold 0) per image, in the same layout (masks as full canvases)."""
     batch = runtime.preprocess(images)
@@ -118,19 +134,26 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--resize", type=int, nargs=2, default=None, metavar=("LONG", "SHORT"))
     parser.add_argument("--full", action="store_true",
                         help="MMDetection's settings (1333x800, 1000 proposals, 100 detections) instead of the lean ones")
+    parser.add_argument("--kernel-spread", action="store_true",
+                        help="also compare PyTorch with itself on its native convolutions (oneDNN off)")
+    parser.add_argument("--threads", type=int, default=1, help="PyTorch and onnxruntime intra-op threads")
     parser.add_argument("--work-dir", default=None)
     arguments = parser.parse_args(argv)
     from reference_kernels import pin_reference_kernels
 
     pin_reference_kernels()
+    import torch
+
+    torch.set_num_threads(arguments.threads)
     from export_onnx import export_onnx
     from image_processing_mask_rcnn import MaskRCNNImageProcessor
     from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation
     from onnx_inference_mask_rcnn import MaskRCNNOnnxRuntime
 
     work = Path(arguments.work_dir or tempfile.mkdtemp(prefix="onnx-agreement-"))
-    print(f"{'variant':34} {'image':18} {'torch/onnx/matched':>18} {'box err':>9} {'score err':>9} "
-          f"{'mask IoU med/min':>17}")
+    columns = f"{'box err':>9} {'score err':>9} {'mask IoU med/min':>17}"
+    print(f"{'variant':34} {'image':18} {'torch/onnx/matched':>18} {columns}"
+          + (f" | torch native conv vs oneDNN: {columns}" if arguments.kernel_spread else ""))
     for variant in [arguments.variant] if arguments.variant else FIXTURE_VARIANTS:
         full = {"max_detections_per_image": 100, "rpn_max_proposals": 1000, "rpn_pre_nms_top_k": 1000}
         folder = synthetic_variant_folder(work, variant, config_changes=full if arguments.full else None,
@@ -138,13 +161,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         export_onnx(folder)
         model = MaskRCNNForInstanceSegmentation.from_pretrained(str(folder)).eval()
         processor = MaskRCNNImageProcessor.from_pretrained(str(folder))
-        runtime = MaskRCNNOnnxRuntime(folder / "model.onnx")
+        runtime = MaskRCNNOnnxRuntime(folder / "model.onnx", intra_op_num_threads=arguments.threads)
         for path in sorted(IMAGES.iterdir()):
-            stats = compare(pytorch_detections(model, processor, [str(path)])[0],
-                            runtime_detections(runtime, [str(path)])[0])
-            print(f"{variant:34} {path.stem:18} {stats['pytorch']:>6}/{stats['onnx']}/{stats['matched']:<7} "
-                  f"{stats['max_box_error']:>9.2g} {stats['max_score_error']:>9.2g} "
-                  f"{stats['median_mask_iou']:>8.5f}/{stats['min_mask_iou']:.4f}")
+            expected = pytorch_detections(model, processor, [str(path)])[0]
+            stats = compare(expected, runtime_detections(runtime, [str(path)])[0])
+            row = f"{variant:34} {path.stem:18} {stats['pytorch']:>6}/{stats['onnx']}/{stats['matched']:<7} {_errors(stats)}"
+            if arguments.kernel_spread:
+                spread = compare(expected, pytorch_native_convolution_detections(model, processor, [str(path)])[0])
+                unmatched = spread["pytorch"] + spread["onnx"] - 2 * spread["matched"]
+                row += f" | {_errors(spread)}" + (f" ({unmatched} unmatched)" if unmatched else "")
+            print(row, flush=True)
+
+
+def _errors(stats: Dict[str, Any]) -> str:
+    return (f"{stats['max_box_error']:>9.2g} {stats['max_score_error']:>9.2g} "
+            f"{stats['median_mask_iou']:>8.5f}/{stats['min_mask_iou']:.4f}")
 
 
 if __name__ == "__main__":
