@@ -165,7 +165,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         for path in sorted(IMAGES.iterdir()):
             expected = pytorch_detections(model, processor, [str(path)])[0]
             stats = compare(expected, runtime_detections(runtime, [str(path)])[0])
-            row = f"{variant:34} {path.stem:18} {stats['pytorch']:>6}/{stats['onnx']}/{stats['matched']:<7} {_errors(stats)}"
+            counts = f"{stats['pytorch']:>6}/{stats['onnx']}/{stats['matched']:<7}"
+            row = f"{variant:34} {path.stem:18} {counts} {_errors(stats)}"
             if arguments.kernel_spread:
                 spread = compare(expected, pytorch_native_convolution_detections(model, processor, [str(path)])[0])
                 unmatched = spread["pytorch"] + spread["onnx"] - 2 * spread["matched"]
