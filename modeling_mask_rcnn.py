@@ -405,8 +405,7 @@ class MaskRCNNFeaturePyramid(nn.Module):
     def forward(self, backbone_features: List[torch.Tensor]) -> List[torch.Tensor]:
         laterals = [conv(feature) for conv, feature in zip(self.lateral_convs, backbone_features)]
         for level in range(len(laterals) - 1, 0, -1):  # top-down pathway, coarse to fine
-            upsampled = F.interpolate(laterals[level], size=laterals[level - 1].shape[2:], mode="nearest")
-            laterals[level - 1] = laterals[level - 1] + upsampled
+            laterals[level - 1] = add_nearest_upsampled(laterals[level - 1], laterals[level])
         pyramid = [conv(lateral) for conv, lateral in zip(self.output_convs, laterals)]
         for _ in range(self.num_extra_levels):
             # MMDetection's max_pool2d(kernel_size=1, stride=2) picks every other pixel: the same values as a
@@ -415,6 +414,24 @@ class MaskRCNNFeaturePyramid(nn.Module):
             layout = torch.channels_last if _is_channels_last(coarsest) else torch.contiguous_format
             pyramid.append(coarsest[:, :, ::2, ::2].contiguous(memory_format=layout))
         return pyramid
+
+
+def add_nearest_upsampled(finer: torch.Tensor, coarser: torch.Tensor) -> torch.Tensor:
+    """`finer + F.interpolate(coarser, size=finer.shape[2:], mode="nearest")`, MMDetection's top-down step.
+
+    `finer` `(batch_size, channels, height, width)`, `coarser` `(batch_size, channels, ~height / 2, ~width / 2)`.
+    When `finer` is exactly twice `coarser` (every padded input: sizes are multiples of 32) nearest upsampling
+    repeats each pixel 2x2, so the sum is added in place through a broadcasting view: the same additions of the
+    same values, without building the upsampled map. Out of place otherwise, and whenever autograd or a tracer
+    (ONNX export) watches.
+    """
+    height, width = coarser.shape[-2:]
+    exact_double = finer.shape[-2:] == (2 * height, 2 * width)
+    if (not exact_double or torch.is_grad_enabled() and (finer.requires_grad or coarser.requires_grad)
+            or torch.jit.is_tracing() or torch.jit.is_scripting()):
+        return finer + F.interpolate(coarser, size=finer.shape[2:], mode="nearest")
+    finer.unflatten(2, (height, 2)).unflatten(4, (width, 2)).add_(coarser[:, :, :, None, :, None])
+    return finer
 
 
 def _is_channels_last(tensor: torch.Tensor) -> bool:
