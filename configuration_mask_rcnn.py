@@ -137,7 +137,9 @@ class MaskRCNNConfig(_BaseConfig):
         numerics (`str`, *optional*, defaults to `"fast"`):
             `"exact"` runs MMDetection's float32 operation order and refuses reduced precision: outputs are
             bit-identical to MMDetection 3.3.0 on CPU. `"fast"` allows the speed options below and bf16/fp16; with
-            them off (the default) its float32 results equal exact mode's.
+            them off (the default) its float32 inference results equal exact mode's. Training (`labels=`) in fast
+            mode on CPU runs channels-last (about 1.2x faster steps), so its losses differ from exact mode's in
+            the last bits (relative ~1e-6).
         fuse_batch_norms (`bool`, *optional*, defaults to `False`):
             Fast mode only: fold the frozen batch norms into the convolutions and run the backbone, FPN, RPN and
             mask head channels-last (the README's Speed section has the measured gain). Rounding then differs

@@ -57,9 +57,39 @@ def test_crowded_case_really_exceeds_both_sampler_quotas():
     assert rpn_crowded[0] == 128 and rcnn_crowded[0] == 128  # positives capped: a random draw picked them
 
 
-def test_default_fast_numerics_train_like_exact_mode():
-    variant, case = "mask-rcnn_r50_fpn_1x_coco", "two_sizes"
+# Fast numerics train channels-last on CPU (oneDNN's NHWC kernels, ~1.2x faster steps): the sums round in another
+# order, and on these synthetic fixtures (class logits up to ~70, which amplify rounding) that can move a proposal
+# across an NMS or sampling decision. Measured on the 8 cases (AMD EPYC, AVX2 kernels): loss terms within 3.4e-3
+# relative (loss_cls; the others within 2.3e-5), gradient norm within 5.6e-3, the same random draws.
+FAST_LOSS_TOLERANCE = 1e-2
+FAST_GRADIENT_NORM_TOLERANCE = 2e-2
+
+
+@pytest.mark.parametrize("variant, case", CASES)
+def test_default_fast_numerics_train_close_to_exact_mode(variant, case):
     golden = load_training_golden(variant, case)
-    errors = relative_errors(_ours(variant, case, "fast"), golden)
-    assert max(errors[name] for name in LOSS_NAMES) <= LOSS_TOLERANCE
-    assert errors["gradient_norm"] <= GRADIENT_NORM_TOLERANCE
+    ours = _ours(variant, case, "fast")
+    errors = relative_errors(ours, golden)
+    for name in LOSS_NAMES:
+        assert errors[name] <= FAST_LOSS_TOLERANCE, (name, ours["losses"][name], golden["losses"][name])
+    assert errors["gradient_norm"] <= FAST_GRADIENT_NORM_TOLERANCE, (ours["gradient_norm"], golden["gradient_norm"])
+    assert ours["rng_after"] == golden["rng_after"]
+
+
+@pytest.mark.parametrize("numerics, channels_last", [("exact", False), ("fast", True)])
+def test_fast_training_runs_channels_last_and_exact_keeps_mmdetections_layout(numerics, channels_last):
+    import torch
+
+    from parity import build_model
+
+    model = build_model("mask-rcnn_r50_fpn_1x_coco", numerics=numerics).train()
+    seen = []
+    model.backbone.conv1.register_forward_hook(
+        lambda module, inputs, output: seen.append(inputs[0].is_contiguous(memory_format=torch.channels_last)
+                                                   and not inputs[0].is_contiguous()))
+    pixel_values = torch.zeros(1, 3, 64, 64)
+    labels = [{"class_labels": torch.tensor([1]), "boxes": torch.tensor([[4.0, 4.0, 40.0, 40.0]]),
+               "masks": torch.ones(1, 64, 64, dtype=torch.bool)}]
+    loss = model(pixel_values, torch.tensor([[64, 64]]), labels=labels).loss
+    assert torch.isfinite(loss)
+    assert seen == [channels_last]

@@ -5,9 +5,11 @@
     python tools/benchmark_training.py [--steps 3] [--warmup 1] [--device cpu|cuda] [--mmdet-python PATH]
 
 Batch of 2 images of 1333x800 (padded 800x1344 input), R50-FPN with the synthetic weights, 8 objects per image,
-SGD(0.02, momentum 0.9, wd 1e-4). Each side runs in its own fresh process (ours with this interpreter, MMDetection
-with the reference venv's, default /work/venv-mmdet-sys/bin/python), so the peak memory of one is not inflated by the
-other: peak RSS (CPU) or `torch.cuda.max_memory_allocated` (GPU). Prints the median step time of `--steps` steps after
+SGD(momentum 0.9, wd 1e-4) at lr 0.02 x 0.001 = 2e-5, the first iterations of MMDetection's schedule (linear warm-up
+from 0.001): at the full 0.02 these untrained synthetic weights diverge to NaN in two steps, and NaN arithmetic has
+other timings than a real step's, so every timed step's losses must be finite or the run fails. Each side runs in its
+own fresh process (ours with this interpreter, MMDetection with the reference venv's, default
+/work/venv-mmdet-sys/bin/python), so the peak memory of one is not inflated by the other: peak RSS (CPU) or `torch.cuda.max_memory_allocated` (GPU). Prints the median step time of `--steps` steps after
 `--warmup` steps, the peak memory and the ratios ours / MMDetection, with the CPU model name.
 """
 
@@ -25,6 +27,7 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MMDET_PYTHON = "/work/venv-mmdet-sys/bin/python"
 HEIGHT, WIDTH, OBJECTS = 800, 1333, 8
+LEARNING_RATE = 0.02 * 0.001  # MMDetection's lr for 16 images x its warm-up start ratio (first iterations)
 
 
 def make_batch(seed: int = 0):
@@ -58,20 +61,31 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_steps(step, steps: int, warmup: int, device: str) -> list:
+def time_steps(step, steps: int, warmup: int, device: str) -> dict:
+    """Run `warmup + steps` steps (`step()` returns the total loss); the times and losses of the timed ones.
+
+    Raises:
+        RuntimeError: a step's loss is not finite (a diverged run would time NaN arithmetic).
+    """
+    import math
+
     import torch
 
-    times = []
+    times, losses = [], []
     for index in range(warmup + steps):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
-        step()
+        loss = float(step())
         if device.startswith("cuda"):
             torch.cuda.synchronize()
+        if not math.isfinite(loss):
+            raise RuntimeError(f"step {index + 1} gave a non-finite loss ({loss}): the timing would not be a real "
+                               "training step's.")
         if index >= warmup:
             times.append(time.perf_counter() - start)
-    return times
+            losses.append(loss)
+    return {"times": times, "losses": losses}
 
 
 def run_ours(steps: int, warmup: int, device: str) -> dict:
@@ -84,16 +98,18 @@ def run_ours(steps: int, warmup: int, device: str) -> dict:
     pixel_values = pixel_values.to(device)
     labels = [{"class_labels": torch.from_numpy(g["labels"]).to(device), "boxes": torch.from_numpy(g["boxes"]).to(device),
                "masks": torch.from_numpy(g["masks"]).to(device)} for g in ground_truth]
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.02, momentum=0.9,
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE, momentum=0.9,
                                 weight_decay=1e-4)
     image_sizes = torch.tensor(sizes)
 
     def step():
         optimizer.zero_grad()
-        model(pixel_values, image_sizes, labels=labels).loss.backward()
+        loss = model(pixel_values, image_sizes, labels=labels).loss
+        loss.backward()
         optimizer.step()
+        return loss.detach()
 
-    return {"times": time_steps(step, steps, warmup, device), "peak_mb": peak_memory_mb(device)}
+    return {**time_steps(step, steps, warmup, device), "peak_mb": peak_memory_mb(device)}
 
 
 def run_mmdet(steps: int, warmup: int, device: str) -> dict:
@@ -108,7 +124,7 @@ def run_mmdet(steps: int, warmup: int, device: str) -> dict:
                      "iscrowd": np.zeros(OBJECTS, bool), "masks": g["masks"]} for g in ground_truth]
     samples = [sample.to(device) for sample in data_samples_for(ground_truth, sizes, tuple(pixel_values.shape[-2:]))]
     pixel_values = pixel_values.to(device)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.02, momentum=0.9,
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE, momentum=0.9,
                                 weight_decay=1e-4)
 
     def step():
@@ -116,8 +132,9 @@ def run_mmdet(steps: int, warmup: int, device: str) -> dict:
         loss, _ = model.parse_losses(model.loss(pixel_values, samples))
         loss.backward()
         optimizer.step()
+        return loss.detach()
 
-    return {"times": time_steps(step, steps, warmup, device), "peak_mb": peak_memory_mb(device)}
+    return {**time_steps(step, steps, warmup, device), "peak_mb": peak_memory_mb(device)}
 
 
 def cpu_name() -> str:
@@ -155,12 +172,14 @@ def main(argv=None) -> int:
         results[side] = json.loads(lines[-1][len("RESULT "):])
     print(f"One training step, batch 2 x 1333x800, R50-FPN, {args.device} ({cpu_name()}, "
           f"{os.cpu_count()} logical CPUs), median of {args.steps} after {args.warmup} warm-up:")
-    print("| | step time (s) | peak memory (MiB) |\n|---|---|---|")
+    print("| | step time (s) | peak memory (MiB) | total loss of the timed steps |\n|---|---|---|---|")
     for side in ("ours", "mmdet"):
-        print(f"| {side} | {statistics.median(results[side]['times']):.2f} | {results[side]['peak_mb']:.0f} |")
+        losses = ", ".join(f"{loss:.3f}" for loss in results[side]["losses"])
+        print(f"| {side} | {statistics.median(results[side]['times']):.2f} | {results[side]['peak_mb']:.0f} | "
+              f"{losses} |")
     time_ratio = statistics.median(results["ours"]["times"]) / statistics.median(results["mmdet"]["times"])
     memory_ratio = results["ours"]["peak_mb"] / results["mmdet"]["peak_mb"]
-    print(f"| ours / MMDetection | {time_ratio:.2f}x | {memory_ratio:.2f}x |")
+    print(f"| ours / MMDetection | {time_ratio:.2f}x | {memory_ratio:.2f}x | |")
     return 0
 
 
