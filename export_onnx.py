@@ -490,7 +490,7 @@ def preprocessing_settings(model_dir: Optional[Path]) -> Dict[str, object]:
     return settings
 
 
-def _add_metadata(path: Path, model: MaskRCNNForInstanceSegmentation, preprocessing: Dict[str, object]) -> None:
+def add_metadata(path: Path, model: MaskRCNNForInstanceSegmentation, preprocessing: Dict[str, object]) -> None:
     """Store what the runtime needs to read the file without the folder: labels and preprocessing settings."""
     import onnx
 
@@ -589,7 +589,7 @@ def export_onnx(model_dir: Union[str, Path], output: Optional[Union[str, Path]] 
     partial = Path(partial_name)
     try:
         trace_to_onnx(model, partial)
-        _add_metadata(partial, model, preprocessing_settings(model_dir if model_dir.is_dir() else None))
+        add_metadata(partial, model, preprocessing_settings(model_dir if model_dir.is_dir() else None))
         if validate:
             inputs = image_inputs(model_dir, [validation_image]) if validation_image is not None else None
             stats = validate_onnx(partial, model, inputs)

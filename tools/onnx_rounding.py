@@ -136,7 +136,7 @@ def batch_norm_alone(model, work: Path) -> None:
 
 
 def detection_rounding(model, folder: Path, work: Path) -> None:
-    from export_onnx import _add_metadata, preprocessing_settings, trace_to_onnx
+    from export_onnx import add_metadata, preprocessing_settings, trace_to_onnx
     from image_processing_mask_rcnn import MaskRCNNImageProcessor
     from onnx_agreement import IMAGES, compare, pytorch_detections, runtime_detections
     from onnx_inference_mask_rcnn import MaskRCNNOnnxRuntime
@@ -148,7 +148,7 @@ def detection_rounding(model, folder: Path, work: Path) -> None:
         path = work / f"model-{graph}.onnx"
         if not path.exists():
             trace_to_onnx(model, path, fold_batch_norms=graph == "folded")
-            _add_metadata(path, model, preprocessing_settings(folder))
+            add_metadata(path, model, preprocessing_settings(folder))
         runtime = MaskRCNNOnnxRuntime(path, intra_op_num_threads=1)
         runtime.session = session(path, level, disabled)  # the runtime's own pre- and post-processing around it
         stats = [compare(reference, runtime_detections(runtime, [str(image)])[0])
