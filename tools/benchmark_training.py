@@ -9,8 +9,9 @@ SGD(momentum 0.9, wd 1e-4) at lr 0.02 x 0.001 = 2e-5, the first iterations of MM
 from 0.001): at the full 0.02 these untrained synthetic weights diverge to NaN in two steps, and NaN arithmetic has
 other timings than a real step's, so every timed step's losses must be finite or the run fails. Each side runs in its
 own fresh process (ours with this interpreter, MMDetection with the reference venv's, default
-/work/venv-mmdet-sys/bin/python), so the peak memory of one is not inflated by the other: peak RSS (CPU) or `torch.cuda.max_memory_allocated` (GPU). Prints the median step time of `--steps` steps after
-`--warmup` steps, the peak memory and the ratios ours / MMDetection, with the CPU model name.
+/work/venv-mmdet-sys/bin/python), so the peak memory of one is not inflated by the other: peak RSS (CPU) or
+`torch.cuda.max_memory_allocated` (GPU). Prints the median step time of `--steps` steps after `--warmup` steps, the
+peak memory and the ratios ours / MMDetection, with the CPU model name.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MMDET_PYTHON = "/work/venv-mmdet-sys/bin/python"
 HEIGHT, WIDTH, OBJECTS = 800, 1333, 8
-LEARNING_RATE = 0.02 * 0.001  # MMDetection's lr for 16 images x its warm-up start ratio (first iterations)
 
 
 def make_batch(seed: int = 0):
@@ -59,6 +59,14 @@ def peak_memory_mb(device: str) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def first_iterations_optimizer(model):
+    """MMDetection's SGD at the lr of its schedule's first iterations (base lr x warm-up start factor)."""
+    sys.path[:0] = [os.path.join(REPO_ROOT, "tools")]
+    from mmdet_schedule import BASE_LEARNING_RATE, WARMUP_START_FACTOR, build_optimizer
+
+    return build_optimizer(model, BASE_LEARNING_RATE * WARMUP_START_FACTOR)
 
 
 def time_steps(step, steps: int, warmup: int, device: str) -> dict:
@@ -98,8 +106,7 @@ def run_ours(steps: int, warmup: int, device: str) -> dict:
     pixel_values = pixel_values.to(device)
     labels = [{"class_labels": torch.from_numpy(g["labels"]).to(device), "boxes": torch.from_numpy(g["boxes"]).to(device),
                "masks": torch.from_numpy(g["masks"]).to(device)} for g in ground_truth]
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE, momentum=0.9,
-                                weight_decay=1e-4)
+    optimizer = first_iterations_optimizer(model)
     image_sizes = torch.tensor(sizes)
 
     def step():
@@ -115,7 +122,6 @@ def run_ours(steps: int, warmup: int, device: str) -> dict:
 def run_mmdet(steps: int, warmup: int, device: str) -> dict:
     sys.path[:0] = [REPO_ROOT]
     import numpy as np
-    import torch
     from tools.make_training_golden import build_mmdet_model, data_samples_for
 
     model = build_mmdet_model("mask-rcnn_r50_fpn_1x_coco").to(device)
@@ -124,8 +130,7 @@ def run_mmdet(steps: int, warmup: int, device: str) -> dict:
                      "iscrowd": np.zeros(OBJECTS, bool), "masks": g["masks"]} for g in ground_truth]
     samples = [sample.to(device) for sample in data_samples_for(ground_truth, sizes, tuple(pixel_values.shape[-2:]))]
     pixel_values = pixel_values.to(device)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE, momentum=0.9,
-                                weight_decay=1e-4)
+    optimizer = first_iterations_optimizer(model)
 
     def step():
         optimizer.zero_grad()

@@ -51,17 +51,11 @@ import hub_folder_mask_rcnn  # noqa: E402
 from configuration_mask_rcnn import MaskRCNNConfig  # noqa: E402
 from convert_mmdet_checkpoint import config_json_dict  # noqa: E402
 from image_processing_mask_rcnn import MaskRCNNImageProcessor  # noqa: E402
+from mmdet_schedule import (BASE_BATCH_SIZE, BASE_LEARNING_RATE, WARMUP_ITERATIONS, WEIGHT_DECAY,  # noqa: E402
+                            build_optimizer, mmdetection_lr_factor)
 from modeling_mask_rcnn import MaskRCNNForInstanceSegmentation  # noqa: E402
 
-# MMDetection's schedule_1x.py and the mask-rcnn coco_instance dataset settings
-BASE_LEARNING_RATE = 0.02
-BASE_BATCH_SIZE = 16
-MOMENTUM = 0.9
-WEIGHT_DECAY = 1e-4
-WARMUP_ITERATIONS = 500
-WARMUP_START_FACTOR = 0.001
-LR_STEP_FRACTIONS = (8 / 12, 11 / 12)
-LR_STEP_GAMMA = 0.1
+# MMDetection's coco_instance dataset settings (the schedule is in mmdet_schedule.py)
 MIN_IMAGE_SIZE = 32
 MULTISCALE_SCALES = [[1333, 640], [1333, 672], [1333, 704], [1333, 736], [1333, 768], [1333, 800]]
 
@@ -145,22 +139,6 @@ def load_model_for_classes(model_id: str, class_names: Sequence[str],
     if list(class_names) != current:
         model.reset_class_heads(dict(enumerate(class_names)))
     return model
-
-
-def mmdetection_lr_factor(step: int, steps_per_epoch: int, epochs: int, warmup_iterations: int) -> float:
-    """lr multiplier at optimiser step `step`: linear warm-up (LinearLR, start 0.001, `warmup_iterations`) times
-    0.1 per milestone passed (MultiStepLR at 8/12 and 11/12 of the epochs, applied at epoch boundaries)."""
-    warmup = 1.0
-    if warmup_iterations > 1 and step < warmup_iterations:
-        warmup = WARMUP_START_FACTOR + (1 - WARMUP_START_FACTOR) * step / (warmup_iterations - 1)
-    milestones = [round(fraction * epochs) * steps_per_epoch for fraction in LR_STEP_FRACTIONS]
-    return warmup * LR_STEP_GAMMA ** sum(step >= milestone for milestone in milestones)
-
-
-def build_optimizer(model: torch.nn.Module, learning_rate: float) -> torch.optim.Optimizer:
-    """SGD over every trainable parameter, one group: weight decay on biases and norms too (no paramwise_cfg)."""
-    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    return torch.optim.SGD(parameters, lr=learning_rate, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
 
 class MaskRCNNTrainer(Trainer):
