@@ -138,8 +138,9 @@ class MaskRCNNConfig(_BaseConfig):
             `"exact"` runs MMDetection's float32 operation order and refuses reduced precision: outputs are
             bit-identical to MMDetection 3.3.0 on CPU. `"fast"` allows the speed options below and bf16/fp16; with
             them off (the default) its float32 inference results equal exact mode's. Training (`labels=`) in fast
-            mode on CPU runs channels-last (about 1.2x faster steps), so its losses differ from exact mode's in
-            the last bits (relative ~1e-6).
+            mode on CPU runs channels-last (about 1.2x faster steps), so its losses round differently from exact
+            mode's (~1e-6 relative; more where a last-bit change moves a proposal across an NMS or sampling
+            decision, docs/finetune.md).
         fuse_batch_norms (`bool`, *optional*, defaults to `False`):
             Fast mode only: fold the frozen batch norms into the convolutions and run the backbone, FPN, RPN and
             mask head channels-last (the README's Speed section has the measured gain). Rounding then differs
