@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from configuration_mask_rcnn import MaskRCNNConfig
 from modeling_mask_rcnn import (
     MaskRCNNForInstanceSegmentation,
+    MaskRCNNFrozenBatchNorm2d,
     batched_non_maximum_suppression,
     decode_boxes,
     make_cell_anchors,
@@ -17,6 +18,7 @@ from modeling_mask_rcnn import (
     map_rois_to_levels,
     non_maximum_suppression,
     roi_align_levels,
+    stem_max_pool,
 )
 
 
@@ -279,6 +281,74 @@ def test_fused_batch_norms_change_rounding_only(detecting_model):
         fused = detecting_model.backbone(pixel_values, fold_batch_norms=True)
     for plain, folded in zip(unfused, fused):
         torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-4 * float(plain.abs().max()))
+
+
+# ----------------------------------------------------------------------------------------------------- stem, batch norm
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 4, 2, 2), (1, 64, 40, 56), (1, 2, 5, 8), (1, 2, 8, 7)])
+def test_stem_max_pool_is_bit_identical_to_max_pool2d_with_nan_and_infinities(shape):
+    """Even sizes take the separable path, odd ones fall back; both must equal ATen's max-pool bit for bit."""
+    generator = torch.Generator().manual_seed(0)
+    hidden_states = torch.randn(shape, generator=generator)
+    hidden_states.view(-1)[::7] = float("nan")
+    hidden_states.view(-1)[3::11] = float("-inf")
+    hidden_states.view(-1)[5::13] = float("inf")
+    max_pool = torch.nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    with torch.inference_mode():
+        pooled = stem_max_pool(hidden_states, max_pool)
+    expected = torch.nn.functional.max_pool2d(hidden_states, 3, 2, 1)
+    assert pooled.shape == expected.shape and pooled.is_contiguous()
+    assert torch.equal(pooled.isnan(), expected.isnan())
+    assert torch.equal(pooled.nan_to_num(0.0), expected.nan_to_num(0.0))
+
+
+def test_stem_max_pool_under_autograd_routes_gradients_like_max_pool2d():
+    """torch.maximum splits the gradient of ties; under autograd the module's max-pool runs, so ties (here: zeros
+    after a ReLU) get max_pool2d's gradient."""
+    hidden_states = torch.randn(1, 2, 8, 8).relu().requires_grad_()
+    max_pool = torch.nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    stem_max_pool(hidden_states, max_pool).sum().backward()
+    reference = hidden_states.detach().clone().requires_grad_()
+    max_pool(reference).sum().backward()
+    assert torch.equal(hidden_states.grad, reference.grad)
+
+
+def _batch_norm_with_statistics(channels: int) -> MaskRCNNFrozenBatchNorm2d:
+    generator = torch.Generator().manual_seed(1)
+    batch_norm = MaskRCNNFrozenBatchNorm2d(channels)
+    with torch.no_grad():
+        batch_norm.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
+        batch_norm.bias.copy_(torch.randn(channels, generator=generator))
+        batch_norm.running_mean.copy_(torch.randn(channels, generator=generator))
+        batch_norm.running_var.copy_(torch.rand(channels, generator=generator) + 0.1)
+    return batch_norm
+
+
+def test_in_place_batch_norm_overwrites_its_input_with_the_out_of_place_bits():
+    batch_norm = _batch_norm_with_statistics(16).requires_grad_(False)
+    hidden_states = torch.randn(2, 16, 24, 40) * 3
+    expected = batch_norm(hidden_states)
+    with torch.inference_mode():
+        overwritten = hidden_states.clone()
+        result = batch_norm(overwritten, in_place=True)
+    assert result.data_ptr() == overwritten.data_ptr()
+    assert torch.equal(result, expected)
+
+
+def test_in_place_batch_norm_stays_out_of_place_where_it_would_be_wrong():
+    batch_norm = _batch_norm_with_statistics(8)  # trainable affine parameters: autograd needs the input
+    hidden_states = torch.randn(1, 8, 6, 10)
+    kept = hidden_states.clone()
+    result = batch_norm(hidden_states, in_place=True)  # grad mode, weights require grad
+    assert torch.equal(hidden_states, kept) and result.requires_grad
+    result.sum().backward()
+    assert batch_norm.weight.grad is not None
+    channels_last = hidden_states.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        normalised = batch_norm(channels_last, in_place=True)
+        assert torch.equal(channels_last, hidden_states) and torch.equal(normalised, result.detach())
+        half = hidden_states.bfloat16()
+        batch_norm.to(torch.bfloat16)(half, in_place=True)
+        assert torch.equal(half, hidden_states.bfloat16())
 
 
 # ----------------------------------------------------------------------------------------------------- RoIAlign input
