@@ -351,6 +351,41 @@ def test_in_place_batch_norm_stays_out_of_place_where_it_would_be_wrong():
         assert torch.equal(half, hidden_states.bfloat16())
 
 
+def test_fused_path_residual_convolution_add_relu_gives_the_separate_steps_bits(detecting_model, monkeypatch):
+    """The fused path's last 1x1 convolution of each bottleneck runs with the shortcut sum and the ReLU as oneDNN
+    post-ops, written over the shortcut: C2..C5 must equal the three separate steps, bit for bit, and a stage's
+    output (the next stage's input) must not be overwritten."""
+    import modeling_mask_rcnn
+
+    # 256x384: every 1x1 convolution's input holds more than 20480 elements, so ATen's separate convolution runs
+    # oneDNN's kernel too (below that it runs its own, which rounds differently)
+    pixel_values = torch.randn(1, 3, 256, 384).contiguous(memory_format=torch.channels_last)
+    calls = []
+    original = modeling_mask_rcnn.convolution_add_relu_
+    monkeypatch.setattr(modeling_mask_rcnn, "convolution_add_relu_",
+                        lambda *args: calls.append(1) or original(*args))
+    with torch.inference_mode():
+        fused_steps = detecting_model.backbone(pixel_values, fold_batch_norms=True)
+        assert len(calls) == sum(config_blocks for config_blocks in detecting_model.config.backbone_stage_blocks)
+        monkeypatch.setattr(modeling_mask_rcnn, "can_fuse_convolution_add_relu", lambda *args: False)
+        separate_steps = detecting_model.backbone(pixel_values, fold_batch_norms=True)
+    for fused, separate in zip(fused_steps, separate_steps):
+        assert torch.equal(fused, separate)
+
+
+def test_convolution_add_relu_writes_over_the_shortcut_and_matches_the_separate_steps():
+    from modeling_mask_rcnn import convolution_add_relu_
+
+    generator = torch.Generator().manual_seed(3)
+    conv = torch.nn.Conv2d(32, 64, 1)
+    hidden_states = torch.randn(2, 32, 20, 24, generator=generator).contiguous(memory_format=torch.channels_last)
+    shortcut = torch.randn(2, 64, 20, 24, generator=generator).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = torch.relu(conv(hidden_states) + shortcut)
+        result = convolution_add_relu_(shortcut, hidden_states, conv.weight, conv.bias, conv)
+    assert result.data_ptr() == shortcut.data_ptr() and torch.equal(result, expected)
+
+
 # ----------------------------------------------------------------------------------------------------- RoIAlign input
 def test_roi_align_levels_keep_float32_nchw_levels_and_convert_the_others_exactly():
     generator = torch.Generator().manual_seed(0)
