@@ -81,3 +81,22 @@ def test_benchmark_prints_throughput_for_each_batch_size_against_torchvision(ben
         # rates are printed to 4 significant digits, ratios to 2 decimals
         assert default_ratio == pytest.approx(torchvision_rate / default_rate, rel=0.002, abs=0.006)
         assert fused_ratio == pytest.approx(torchvision_rate / fused_rate, rel=0.002, abs=0.006)
+
+
+def test_profile_tool_times_every_stage_and_the_stages_add_up_to_at_most_the_whole(capsys):
+    """tools/profile_default_path.py (the docs' profile tables): every stage of the model gets a time, the caller's
+    "ten" setting keeps at most ten detections, and the stages never sum to more than the end-to-end time."""
+    import profile_default_path
+
+    profile_default_path.main(["--image", PHOTOS[0], "--runs", "1", "--operators", "5"])
+    output = capsys.readouterr().out
+    stages = dict(re.findall(r"^(\S.*?)\s+(\d+\.\d{3})\s+\d+\.\d%$", output, flags=re.MULTILINE))
+    expected_stages = {*profile_default_path.MODULE_STAGES, *profile_default_path.FUNCTION_STAGES,
+                       "mask pasting (post-processing)"}
+    assert set(stages) == expected_stages
+    total = float(re.search(r"^end to end\s+(\d+\.\d+)$", output, flags=re.MULTILINE).group(1))
+    kept = int(re.search(r": (\d+) detections\)", output).group(1))
+    assert 0 < kept <= 10
+    assert all(float(seconds) > 0 for seconds in stages.values())
+    assert sum(float(seconds) for seconds in stages.values()) <= total
+    assert "aten::mkldnn_convolution" in output and output.startswith("machine: ")
