@@ -628,6 +628,7 @@ def select_proposals(
     anchors_per_level: List[torch.Tensor],
     image_size: Tuple[int, int],
     config: MaskRCNNConfig,
+    mmdetection_tie_order: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Turn one image's RPN outputs into proposals (MMDetection's `RPNHead._predict_by_feat_single`).
 
@@ -636,6 +637,9 @@ def select_proposals(
         deltas_per_level: per level `(4 * num_anchors, height, width)`.
         anchors_per_level: per level `(height * width * num_anchors, 4)`.
         image_size: `(height, width)` of the resized image (proposals are clipped to it).
+        mmdetection_tie_order: rank each level's scores with a full descending sort, as MMDetection does (its order
+            of tied scores decides which tied anchors make the top k). False (the fused path): `torch.topk`, the
+            same top-k scores, ~15x faster on P2's ~150k anchors, with tied scores possibly in another order.
 
     Returns:
         proposal_boxes `(num_proposals, 4)` and proposal_scores `(num_proposals,)`, best first,
@@ -646,10 +650,12 @@ def select_proposals(
         scores = logits.permute(1, 2, 0).reshape(-1).sigmoid()
         deltas = deltas.permute(1, 2, 0).reshape(-1, 4)
         if 0 < config.rpn_pre_nms_top_k < scores.shape[0]:
-            # a full descending sort (not topk), as MMDetection does: it decides the order of tied scores
-            ranked_scores, ranked_indices = scores.sort(descending=True)
-            top_indices = ranked_indices[: config.rpn_pre_nms_top_k]
-            scores = ranked_scores[: config.rpn_pre_nms_top_k]
+            if mmdetection_tie_order:  # a full descending sort (not topk): it decides the order of tied scores
+                ranked_scores, ranked_indices = scores.sort(descending=True)
+                top_indices = ranked_indices[: config.rpn_pre_nms_top_k]
+                scores = ranked_scores[: config.rpn_pre_nms_top_k]
+            else:
+                scores, top_indices = scores.topk(config.rpn_pre_nms_top_k)
             deltas = deltas[top_indices, :]
             anchors = anchors[top_indices]
         level_scores.append(scores)
@@ -800,7 +806,10 @@ class MaskRCNNMultiLevelRoIAlign(nn.Module):
         else:
             pooled_chunks = [self.pool_level(feature, rois[chunk], stride) for chunk, feature, stride in jobs]
         for (chunk, _, _), pooled in zip(jobs, pooled_chunks):
-            roi_features[chunk] = pooled.to(model_dtype)
+            if roi_features.device.type == "cpu":  # a plain row copy, cheaper than index_put's general kernel
+                roi_features.index_copy_(0, chunk, pooled.to(model_dtype))
+            else:
+                roi_features[chunk] = pooled.to(model_dtype)
         return roi_features
 
 
@@ -1099,6 +1108,7 @@ class MaskRCNNForInstanceSegmentation(MaskRCNNPreTrainedModel):
                 anchors,
                 image_size,
                 self.config,
+                mmdetection_tie_order=not self.config.fuse_batch_norms,
             )
             proposal_boxes.append(boxes)
             proposal_scores.append(scores)
