@@ -253,9 +253,10 @@ class MaskRCNNFrozenBatchNorm2d(nn.BatchNorm2d):
         """`(batch_size, num_features, height, width)` -> the same shape, normalised with the running statistics.
 
         `in_place=True` (for a tensor nobody else reads, such as a convolution's fresh output) writes the result
-        over `hidden_states` when no autograd graph or tracer watches and the tensor is NCHW-contiguous: the same
-        ATen kernel on the same values (bit-identical), without allocating and page-faulting a new feature map
-        (on CPU that allocation costs ~10x the normalisation itself for the large early maps).
+        over `hidden_states` when no autograd graph or tracer watches and the tensor is a float32 NCHW-contiguous CPU
+        map: the same ATen kernel on the same values (bit-identical), without allocating and page-faulting a new
+        feature map (that allocation costs ~10x the normalisation itself for the large early maps). Elsewhere (GPU,
+        where `F.batch_norm` may pick cuDNN; reduced precision; channels-last) it runs out of place as before.
         """
         if in_place and self._can_normalise_in_place(hidden_states):
             torch.ops.aten.native_batch_norm.out(
@@ -268,7 +269,8 @@ class MaskRCNNFrozenBatchNorm2d(nn.BatchNorm2d):
         )
 
     def _can_normalise_in_place(self, hidden_states: torch.Tensor) -> bool:
-        if torch.jit.is_tracing() or torch.jit.is_scripting() or not hidden_states.is_contiguous():
+        if (torch.jit.is_tracing() or torch.jit.is_scripting() or hidden_states.device.type != "cpu"
+                or not hidden_states.is_contiguous()):
             return False
         if torch.is_grad_enabled() and (hidden_states.requires_grad or self.weight.requires_grad
                                         or self.bias.requires_grad):
@@ -459,7 +461,7 @@ def stem_max_pool(hidden_states: torch.Tensor, max_pool: nn.MaxPool2d) -> torch.
     """The stem's 3x3 / stride 2 / padding 1 max-pool, `(batch_size, 64, height, width)` -> `(..., height / 2,
     width / 2)`.
 
-    For an NCHW map of even height and width (every padded input: sizes are multiples of 32) and no autograd or
+    For an NCHW CPU map of even height and width (every padded input: sizes are multiples of 32) and no autograd or
     tracer watching, it is taken as two separable passes of strided `torch.maximum`: along each row, the maximum of
     the pair `(2j, 2j + 1)` and then of its left neighbour `2j - 1` (absent at the border, where the padding would be
     -inf); then the same down the columns. A maximum is exact, so the result is bit-identical to
@@ -468,7 +470,7 @@ def stem_max_pool(hidden_states: torch.Tensor, max_pool: nn.MaxPool2d) -> torch.
     """
     height, width = hidden_states.shape[-2:]
     if (hidden_states.dim() != 4 or height % 2 or width % 2 or height < 2 or width < 2
-            or not hidden_states.is_contiguous() or torch.jit.is_tracing() or torch.jit.is_scripting()
+            or hidden_states.device.type != "cpu" or not hidden_states.is_contiguous() or torch.jit.is_tracing() or torch.jit.is_scripting()
             or (torch.is_grad_enabled() and hidden_states.requires_grad)
             or (max_pool.kernel_size, max_pool.stride, max_pool.padding, max_pool.dilation, max_pool.ceil_mode)
             != (3, 2, 1, 1, False)):
