@@ -241,6 +241,15 @@ def batched_non_maximum_suppression(
 # ================================================================================================================
 
 
+def unrecorded(*tensors: torch.Tensor) -> bool:
+    """True when no tracer or TorchScript compiles this code and autograd records no operation on `tensors`: the
+    condition of every in-place or oneDNN-fused fast path below, whose results autograd and ONNX export cannot follow.
+    """
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    return not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors))
+
+
 class MaskRCNNFrozenBatchNorm2d(nn.BatchNorm2d):
     """Batch norm that always normalises with its running statistics (MMDetection's `norm_eval=True`).
 
@@ -269,13 +278,9 @@ class MaskRCNNFrozenBatchNorm2d(nn.BatchNorm2d):
         )
 
     def _can_normalise_in_place(self, hidden_states: torch.Tensor) -> bool:
-        if (torch.jit.is_tracing() or torch.jit.is_scripting() or hidden_states.device.type != "cpu"
-                or not hidden_states.is_contiguous()):
-            return False
-        if torch.is_grad_enabled() and (hidden_states.requires_grad or self.weight.requires_grad
-                                        or self.bias.requires_grad):
-            return False
-        return hidden_states.dtype == self.weight.dtype == torch.float32
+        return (hidden_states.device.type == "cpu" and hidden_states.is_contiguous()
+                and hidden_states.dtype == self.weight.dtype == torch.float32
+                and unrecorded(hidden_states, self.weight, self.bias))
 
     def folded_conv_parameters(self, conv: nn.Conv2d) -> Tuple[torch.Tensor, torch.Tensor]:
         """Weight `(out, in / groups, k, k)` and bias `(out,)` of `conv` followed by this batch norm.
@@ -356,20 +361,18 @@ class MaskRCNNBottleneck(nn.Module):
         return self.relu(out)
 
 
-def can_fuse_convolution_add_relu(hidden_states: torch.Tensor, shortcut: torch.Tensor) -> bool:
-    """Whether `convolution_add_relu_` can run: float32 channels-last CPU tensors, oneDNN available, no autograd
-    or tracer watching."""
-    if not _ONEDNN_CONVOLUTION_ADD_RELU_AVAILABLE or torch.jit.is_tracing() or torch.jit.is_scripting():
-        return False
-    if torch.is_grad_enabled() and (hidden_states.requires_grad or shortcut.requires_grad):
-        return False
-    return all(tensor.device.type == "cpu" and tensor.dtype == torch.float32 and _is_channels_last(tensor)
-               for tensor in (hidden_states, shortcut))
-
-
 _ONEDNN_CONVOLUTION_ADD_RELU_AVAILABLE = (
     torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
 )
+
+
+def can_fuse_convolution_add_relu(hidden_states: torch.Tensor, shortcut: torch.Tensor) -> bool:
+    """Whether `convolution_add_relu_` can run: float32 channels-last CPU tensors, oneDNN available and enabled, no
+    autograd or tracer watching."""
+    return (_ONEDNN_CONVOLUTION_ADD_RELU_AVAILABLE and torch.backends.mkldnn.enabled
+            and all(tensor.device.type == "cpu" and tensor.dtype == torch.float32 and _is_channels_last(tensor)
+                    for tensor in (hidden_states, shortcut))
+            and unrecorded(hidden_states, shortcut))
 
 
 def convolution_add_relu_(
@@ -387,14 +390,13 @@ def convolution_add_relu_(
     stops trying.
     """
     global _ONEDNN_CONVOLUTION_ADD_RELU_AVAILABLE
-    if torch.backends.mkldnn.enabled:
-        try:
-            return torch.ops.mkldnn._convolution_pointwise_.binary(
-                shortcut, hidden_states, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-                conv.groups, "add", 1.0, "relu", [], "",
-            )
-        except RuntimeError:
-            _ONEDNN_CONVOLUTION_ADD_RELU_AVAILABLE = False
+    try:
+        return torch.ops.mkldnn._convolution_pointwise_.binary(
+            shortcut, hidden_states, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+            conv.groups, "add", 1.0, "relu", [], "",
+        )
+    except RuntimeError:
+        _ONEDNN_CONVOLUTION_ADD_RELU_AVAILABLE = False
     out = F.conv2d(hidden_states, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     return shortcut.add_(out).relu_()
 
@@ -469,11 +471,10 @@ def stem_max_pool(hidden_states: torch.Tensor, max_pool: nn.MaxPool2d) -> torch.
     60 ms -> 12 ms for an 800x1216 input on 2 cores). `max_pool` (the module, for its settings) runs otherwise.
     """
     height, width = hidden_states.shape[-2:]
+    pool_settings = (max_pool.kernel_size, max_pool.stride, max_pool.padding, max_pool.dilation, max_pool.ceil_mode)
     if (hidden_states.dim() != 4 or height % 2 or width % 2 or height < 2 or width < 2
-            or hidden_states.device.type != "cpu" or not hidden_states.is_contiguous() or torch.jit.is_tracing() or torch.jit.is_scripting()
-            or (torch.is_grad_enabled() and hidden_states.requires_grad)
-            or (max_pool.kernel_size, max_pool.stride, max_pool.padding, max_pool.dilation, max_pool.ceil_mode)
-            != (3, 2, 1, 1, False)):
+            or hidden_states.device.type != "cpu" or not hidden_states.is_contiguous()
+            or pool_settings != (3, 2, 1, 1, False) or not unrecorded(hidden_states)):
         return max_pool(hidden_states)
     pooled_rows = torch.maximum(hidden_states[..., 0::2], hidden_states[..., 1::2])
     torch.maximum(pooled_rows[..., 1:], hidden_states[..., 1:-1:2], out=pooled_rows[..., 1:])
@@ -527,8 +528,7 @@ def add_nearest_upsampled(finer: torch.Tensor, coarser: torch.Tensor) -> torch.T
     """
     height, width = coarser.shape[-2:]
     exact_double = finer.shape[-2:] == (2 * height, 2 * width)
-    if (not exact_double or torch.is_grad_enabled() and (finer.requires_grad or coarser.requires_grad)
-            or torch.jit.is_tracing() or torch.jit.is_scripting()):
+    if not exact_double or not unrecorded(finer, coarser):
         return finer + F.interpolate(coarser, size=finer.shape[2:], mode="nearest")
     finer.unflatten(2, (height, 2)).unflatten(4, (width, 2)).add_(coarser[:, :, :, None, :, None])
     return finer
