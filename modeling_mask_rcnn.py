@@ -641,7 +641,8 @@ def select_proposals(
         image_size: `(height, width)` of the resized image (proposals are clipped to it).
         mmdetection_tie_order: rank each level's scores with a full descending sort, as MMDetection does (its order
             of tied scores decides which tied anchors make the top k). False (the fused path): `torch.topk`, the
-            same top-k scores, ~15x faster on P2's ~150k anchors, with tied scores possibly in another order.
+            same top-k score values, ~15x faster on P2's ~150k anchors; among anchors tied at the k-th score it may
+            keep others, and tied scores may come in another order, so proposals can differ where scores tie.
 
     Returns:
         proposal_boxes `(num_proposals, 4)` and proposal_scores `(num_proposals,)`, best first,
